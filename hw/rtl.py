@@ -1,0 +1,51 @@
+"""Amaranth helpers shared by the unit generators."""
+
+from typing import Callable, Iterable
+
+from amaranth import Module, Signal, Value, signed, unsigned
+from amaranth.lib import data
+
+from .layout import PayloadLayout
+
+__all__ = ["amaranth_layout", "pipelined_tree"]
+
+
+def amaranth_layout(layout: PayloadLayout) -> data.StructLayout:
+    """The ``lib.data`` layout of a :class:`~hw.layout.PayloadLayout` (identical bit placement)."""
+    members = {}
+    for f in layout.fields:
+        shape = signed(f.elem_width) if f.signed else unsigned(f.elem_width)
+        for n in reversed(f.shape):
+            shape = data.ArrayLayout(shape, n)
+        members[f.name] = shape
+    return data.StructLayout(members)
+
+
+def pipelined_tree(m: Module, terms: list[Value], *, level_width: Callable[[int], int],
+                   registered_levels: Iterable[int], enable: Value, name: str) -> Value:
+    """Sum ``terms`` in a balanced binary adder tree, registering the levels in ``registered_levels``.
+
+    Level ``l`` nodes are ``level_width(l)``-bit signed; an odd node out passes to the next level
+    unchanged. Registered levels load only when ``enable`` is high, so the tree stalls with the rest of
+    the pipeline. Returns the root (the single term itself when there is only one).
+    """
+    registered = set(registered_levels)
+    nodes, level = list(terms), 0
+    loads = []
+    while len(nodes) > 1:
+        level += 1
+        width = level_width(level)
+        nxt = []
+        for i in range(0, len(nodes), 2):
+            total = nodes[i] + nodes[i + 1] if i + 1 < len(nodes) else nodes[i]
+            node = Signal(signed(width), name=f"{name}_l{level}_{i // 2}")
+            if level in registered:
+                loads.append(node.eq(total))
+            else:
+                m.d.comb += node.eq(total)
+            nxt.append(node)
+        nodes = nxt
+    if loads:
+        with m.If(enable):
+            m.d.sync += loads
+    return nodes[0]

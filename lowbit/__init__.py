@@ -1,0 +1,1 @@
+"""lowbit: hardware co-design for extremely low-bit transformers (command-line front end)."""

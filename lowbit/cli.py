@@ -1,0 +1,258 @@
+"""``lowbit`` command line: thin argparse layer over models, hw, sim, rtl_tests and reports.
+
+Every argument is checked before any generation or simulation starts; errors name the offending value
+and exit with status 2. Output files are written atomically (complete or absent).
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models.schemes import SCHEMES
+from models.units import UnitKind
+
+__all__ = ["main"]
+
+DEFAULT_LANES = 64
+DEFAULT_ROWS = 16
+
+
+class UsageError(Exception):
+    """A refused input: printed as ``lowbit: error: ...``, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _load_matrix(path: Path, what: str) -> np.ndarray:
+    if not path.exists():
+        raise UsageError(f"{what} file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise UsageError(f"{what} path {str(path)!r} is not a file")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as exc:   # np.load raises several types for malformed files
+        raise UsageError(f"could not read {what} file {str(path)!r} as a .npy array: {exc}") from None
+    if not isinstance(array, np.ndarray):
+        raise UsageError(f"{what} file {str(path)!r} holds an archive, not a single .npy array")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise UsageError(f"{what} file {str(path)!r} has dtype {array.dtype}; a real-valued array is needed")
+    if array.ndim != 2:
+        raise UsageError(f"{what} file {str(path)!r} holds an array of shape {array.shape}; a 2-D matrix is needed")
+    return array.astype(np.float32, copy=False)
+
+
+def _check_output_file(path: Path) -> None:
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"output directory {str(parent)!r} does not exist")
+    if path.exists() and path.is_dir():
+        raise UsageError(f"output path {str(path)!r} is a directory")
+
+
+def _save_npz_atomic(path: Path, **arrays) -> None:
+    tmp = path.resolve().parent / f".{path.name}.partial.npz"
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# -- lowbit verilog ---------------------------------------------------------------------------------------
+
+def _cmd_verilog(args) -> int:
+    from hw.params import params_for_unit
+
+    cls = params_for_unit(args.unit)
+    params = cls(lanes=args.lanes, rows=args.rows, max_k=args.max_k, act_bits=args.act_bits,
+                 tree_stages=args.tree_stages, acc_width=args.acc_width)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output path {str(out)!r} exists and is not a directory")
+
+    from hw.export import write_unit
+
+    start = time.perf_counter()
+    unit = write_unit(params, out)
+    print(f"wrote {unit.verilog_path} and {unit.manifest_path.name} "
+          f"({params.macs_per_cycle} MACs/cycle, latency {params.latency}, {params.acc_width}-bit accumulators) "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+# -- lowbit simulate linear --------------------------------------------------------------------------------
+
+def _cmd_simulate_linear(args) -> int:
+    from sim.linear import prepare_linear, simulate_linear
+
+    out = Path(args.out)
+    _check_output_file(out)
+    weight = _load_matrix(Path(args.weights), "weights")
+    x = _load_matrix(Path(args.inputs), "inputs")
+    # Refuse bad shapes, values and parameters before any long run.
+    prepare_linear(args.scheme, weight, x[:1], lanes=args.lanes, rows=args.rows)
+    if args.rtl:
+        from rtl_tests.linear import rtl_linear
+        from rtl_tests.streams import _check_icarus
+
+        _check_icarus()
+        prepare_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
+        with tempfile.TemporaryDirectory(prefix="lowbit-rtl-") as work:
+            result = rtl_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows, work_dir=Path(work))
+    else:
+        result = simulate_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
+    _save_npz_atomic(out, y=result.y, acc=result.acc, cycles=np.int64(result.cycles),
+                     backend=np.str_(result.backend), scheme=np.str_(result.scheme),
+                     lanes=np.int64(args.lanes), rows=np.int64(args.rows))
+    print(f"{result.backend}: {result.macs:,} MACs in {result.cycles:,} cycles "
+          f"(utilisation {result.utilisation:.1%}) → {out}")
+    return 0
+
+
+# -- lowbit report linear -----------------------------------------------------------------------------------
+
+def _cmd_report_linear(args) -> int:
+    import torch
+
+    from hw.export import write_unit
+    from reports.linear import RtlCheck, write_linear_report
+    from sim.linear import prepare_linear, simulate_linear
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output path {str(out)!r} exists and is not a directory")
+    if args.rtl_tokens > args.tokens:
+        raise UsageError(f"--rtl-tokens {args.rtl_tokens} exceeds --tokens {args.tokens}")
+    if args.rtl_tokens:
+        from rtl_tests.streams import _check_icarus
+
+        _check_icarus()
+
+    # A BitNet-b1.58-2B-shaped layer (FFN up-projection by default) with seeded random weights.
+    g = torch.Generator().manual_seed(args.seed)
+    weight = (torch.randn(args.out_features, args.in_features, generator=g) * 0.02).numpy()
+    x = torch.randn(args.tokens, args.in_features, generator=g).numpy()
+    _, params = prepare_linear(args.scheme, weight, x[:1], lanes=args.lanes, rows=args.rows)
+
+    t0 = time.perf_counter()
+    unit = write_unit(params, out / "verilog")
+    print(f"[1/3] Verilog + manifest: {unit.verilog_path} ({time.perf_counter() - t0:.1f} s)")
+
+    result = simulate_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
+    _save_npz_atomic(out / "linear_sim.npz", y=result.y, acc=result.acc, cycles=np.int64(result.cycles))
+    print(f"[2/3] cycle model: {result.macs:,} MACs in {result.cycles:,} cycles, utilisation "
+          f"{result.utilisation:.1%} ({result.wall_seconds:.2f} s)")
+
+    check = None
+    if args.rtl_tokens:
+        from rtl_tests.linear import rtl_linear
+
+        xs = x[:args.rtl_tokens]
+        sim_part = simulate_linear(args.scheme, weight, xs, lanes=args.lanes, rows=args.rows)
+        with tempfile.TemporaryDirectory(prefix="lowbit-rtl-") as work:
+            rtl_part = rtl_linear(args.scheme, weight, xs, lanes=args.lanes, rows=args.rows, work_dir=Path(work))
+        check = RtlCheck(args.rtl_tokens, rtl_part, sim_part)
+        status = "bit-exact" if check.bit_exact else "MISMATCH"
+        print(f"[3/3] RTL (Icarus) on {args.rtl_tokens} token(s): {status}, {rtl_part.cycles:,} cycles "
+              f"({'equal to' if check.cycles_equal else 'DIFFERENT from'} the model) ({rtl_part.wall_seconds:.1f} s)")
+    else:
+        print("[3/3] RTL check skipped (--rtl-tokens 0)")
+
+    md, csv = write_linear_report(out, result, check, verilog_path=unit.verilog_path,
+                                  title=f"{args.out_features}×{args.in_features} linear layer")
+    print(f"report: {md} and {csv}")
+    if check is not None and not (check.bit_exact and check.cycles_equal):
+        print("lowbit: error: the RTL disagrees with the cycle model (see the report)", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------------------
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lanes", type=_positive_int, default=DEFAULT_LANES,
+                   help=f"reduction elements per cycle (default {DEFAULT_LANES})")
+    p.add_argument("--rows", type=_positive_int, default=DEFAULT_ROWS,
+                   help=f"outputs computed in parallel (default {DEFAULT_ROWS})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lowbit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    units = [k.value for k in UnitKind if k is not UnitKind.FP_VECTOR]
+    v = sub.add_parser("verilog", help="generate a unit's Verilog and JSON manifest")
+    v.add_argument("unit", choices=units, help="unit to generate")
+    _engine_args(v)
+    v.add_argument("--max-k", type=_positive_int, default=4096, help="longest reduction (sizes accumulators)")
+    v.add_argument("--act-bits", type=_positive_int, default=8, help="activation width")
+    v.add_argument("--tree-stages", type=_non_negative_int, default=None,
+                   help="register stages in each adder tree (default: every level)")
+    v.add_argument("--acc-width", type=_positive_int, default=None, help="accumulator width (default: derived)")
+    v.add_argument("-o", "--output", required=True, help="output directory")
+    v.set_defaults(func=_cmd_verilog)
+
+    s = sub.add_parser("simulate", help="run a workload on the cycle model (or the RTL)")
+    ssub = s.add_subparsers(dest="what", required=True)
+    lin = ssub.add_parser("linear", help="one quantized linear layer")
+    lin.add_argument("--scheme", required=True, choices=sorted(SCHEMES))
+    lin.add_argument("--weights", required=True, help="float weights W, .npy of shape [out, in]")
+    lin.add_argument("--inputs", required=True, help="float inputs X, .npy of shape [tokens, in]")
+    _engine_args(lin)
+    lin.add_argument("--rtl", action="store_true", help="run the generated Verilog in Icarus instead")
+    lin.add_argument("--out", required=True, help="output .npz (fields y, acc, cycles)")
+    lin.set_defaults(func=_cmd_simulate_linear)
+
+    r = sub.add_parser("report", help="run a built-in flow and write a Markdown + CSV report")
+    rsub = r.add_subparsers(dest="what", required=True)
+    rl = rsub.add_parser("linear", help="Verilog + cycle model + RTL check of one layer (the main job)")
+    rl.add_argument("--scheme", default="bitnet-b1.58", choices=sorted(SCHEMES))
+    rl.add_argument("--in-features", type=_positive_int, default=2560)
+    rl.add_argument("--out-features", type=_positive_int, default=6912)
+    rl.add_argument("--tokens", type=_positive_int, default=8)
+    rl.add_argument("--rtl-tokens", type=_non_negative_int, default=1,
+                    help="tokens also run on the RTL in Icarus (0 skips the RTL check)")
+    rl.add_argument("--seed", type=_non_negative_int, default=0)
+    _engine_args(rl)
+    rl.add_argument("-o", "--output", default="out", help="output directory (default: out)")
+    rl.set_defaults(func=_cmd_report_linear)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ValueError, TypeError) as exc:
+        print(f"lowbit: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if type(exc).__name__ == "IcarusMissing":
+            print(f"lowbit: error: {exc}", file=sys.stderr)
+            return 2
+        raise

@@ -1,0 +1,1 @@
+"""Tables (pandas), plots and Markdown/CSV/HTML reports from simulator and RTL results."""

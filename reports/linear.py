@@ -1,0 +1,99 @@
+"""Report of one linear layer on one engine: a one-row-per-run table (CSV) and a short Markdown page."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from hw.contract import CYCLE_COUNT_DEFINITION
+from sim.linear import LinearResult
+
+from .io import write_text_atomic
+
+__all__ = ["RtlCheck", "linear_table", "write_linear_report", "markdown_table", "COLUMNS"]
+
+#: Column schema of ``report.csv`` (stable: other tools read it).
+COLUMNS = ["run", "scheme", "unit", "in_features", "out_features", "tokens", "lanes", "rows", "latency",
+           "acc_width", "macs", "cycles", "cycles_formula", "utilisation", "zero_weight_fraction",
+           "macs_per_cycle", "wall_seconds"]
+
+
+@dataclass(frozen=True)
+class RtlCheck:
+    """Outcome of running part of the layer on the generated Verilog and comparing with the cycle model."""
+
+    tokens: int
+    rtl: LinearResult
+    sim: LinearResult
+
+    @property
+    def bit_exact(self) -> bool:
+        return bool((self.rtl.acc == self.sim.acc).all())
+
+    @property
+    def cycles_equal(self) -> bool:
+        return self.rtl.cycles == self.sim.cycles
+
+
+def _row(name: str, r: LinearResult) -> dict:
+    p = r.params
+    return {
+        "run": name, "scheme": r.scheme, "unit": p.kind.value, "in_features": r.in_features,
+        "out_features": r.out_features, "tokens": r.tokens, "lanes": p.lanes, "rows": p.rows,
+        "latency": p.latency, "acc_width": p.acc_width, "macs": r.macs, "cycles": r.cycles,
+        "cycles_formula": p.cycles(r.out_features, r.in_features, r.tokens),
+        "utilisation": r.utilisation, "zero_weight_fraction": r.zero_weight_fraction,
+        "macs_per_cycle": p.macs_per_cycle, "wall_seconds": r.wall_seconds,
+    }
+
+
+def linear_table(main: LinearResult, check: RtlCheck | None = None) -> pd.DataFrame:
+    rows = [_row(f"{main.backend}: all tokens", main)]
+    if check is not None:
+        rows.append(_row(f"sim: first {check.tokens} token(s)", check.sim))
+        rows.append(_row(f"rtl: first {check.tokens} token(s)", check.rtl))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_linear_report(out_dir: Path, main: LinearResult, check: RtlCheck | None, *,
+                        verilog_path: Path | None = None, title: str = "Linear layer") -> tuple[Path, Path]:
+    """Write ``report.csv`` and ``report.md`` into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    table = linear_table(main, check)
+    csv_path = write_text_atomic(out_dir / "report.csv", table.to_csv(index=False))
+    p = main.params
+    lines = [
+        f"# {title}: {main.scheme} on {p.kind.value}",
+        "",
+        f"W [{main.out_features} × {main.in_features}] · X [{main.tokens} × {main.in_features}]ᵀ on a "
+        f"{p.lanes}-lane × {p.rows}-row {p.kind.value} engine ({p.macs_per_cycle} MACs/cycle, latency "
+        f"{p.latency} cycles, {p.acc_width}-bit accumulators).",
+        "",
+        f"- MACs: {main.macs:,}",
+        f"- Cycles (cycle model): {main.cycles:,}; closed form: {p.cycles(main.out_features, main.in_features, main.tokens):,}",
+        f"- Utilisation: {main.utilisation:.2%} of {p.macs_per_cycle} MAC slots per cycle",
+        f"- Zero weights: {main.zero_weight_fraction:.1%} (a zero-skipping engine could idle these lanes)",
+    ]
+    if verilog_path is not None:
+        lines.append(f"- Verilog: `{verilog_path.name}` with its manifest `{verilog_path.with_suffix('.json').name}`")
+    if check is not None:
+        verdict = "bit-exact" if check.bit_exact else "MISMATCH"
+        cyc = "equal" if check.cycles_equal else "DIFFERENT"
+        lines += ["", "## RTL check", "",
+                  f"The first {check.tokens} token(s) ran on the generated Verilog in Icarus (cocotb): accumulators "
+                  f"{verdict} against the cycle model, cycle counts {cyc} ({check.rtl.cycles:,} RTL vs "
+                  f"{check.sim.cycles:,} model)."]
+    lines += ["", "## Table", "", markdown_table(table),
+              "", f"Cycle count: {CYCLE_COUNT_DEFINITION}.", ""]
+    md_path = write_text_atomic(out_dir / "report.md", "\n".join(lines))
+    return md_path, csv_path
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A Markdown table (pandas' own needs the optional ``tabulate`` package)."""
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])

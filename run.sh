@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: install everything lowbit needs, then run the main job or the tests.
+#   ./run.sh main [lowbit report options]   Verilog + cycle simulation + RTL check + report into out/
+#   ./run.sh test [pytest options]          the test suite (what CI runs)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${LOWBIT_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+
+ensure_icarus() {
+    if command -v iverilog >/dev/null 2>&1 && command -v vvp >/dev/null 2>&1; then
+        return
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "run.sh: installing Icarus Verilog with apt-get" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iverilog >/dev/null
+        return
+    fi
+    die "Icarus Verilog (iverilog and vvp, version 11 or newer) is required for the RTL benches and is not on PATH.
+Install it and run again:  sudo apt-get install iverilog   (Debian/Ubuntu)   or   brew install icarus-verilog   (macOS)"
+}
+
+ensure_venv() {
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || die "Python 3.11 or newer is required; '$PYTHON' is $("$PYTHON" --version 2>&1)"
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV"
+    fi
+    # Reinstall only when the dependency list changed; one resolver run for everything (see docs on wasmtime).
+    local stamp="$VENV/.lowbit-installed" want
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e .
+        echo "$want" > "$stamp"
+    fi
+}
+
+cmd="${1:-}"
+[ -n "$cmd" ] || die "usage: ./run.sh main|test [options]"
+shift
+case "$cmd" in
+    main)
+        ensure_icarus
+        ensure_venv
+        exec "$VENV/bin/lowbit" report linear --output out "$@"
+        ;;
+    test)
+        ensure_icarus
+        ensure_venv
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    *)
+        die "unknown command '$cmd' (expected 'main' or 'test')"
+        ;;
+esac

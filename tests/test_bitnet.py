@@ -1,0 +1,153 @@
+"""BitNet b1.58 quantizers (official-code semantics), float reference and integer hardware view."""
+
+import numpy as np
+import pytest
+import torch
+
+from models import bitnet
+from models.intops import ternary_accumulator_width
+from models.schemes import get_scheme
+from models.units import UnitKind
+
+
+def test_activation_ties_round_half_to_even():
+    # max|x| = 127 makes s = 1 exactly, so x·s = x and the .5 cases are exact ties.
+    x = torch.tensor([[127.0, 2.5, -2.5, 0.5, -0.5, 1.5, -1.5, 126.5, 3.5]])
+    q = bitnet.quantize_activations(x)
+    assert q.s.item() == 1.0
+    assert q.codes.tolist() == [[127, 2, -2, 0, 0, 2, -2, 126, 4]]
+    assert q.codes.dtype == torch.int8
+
+
+def test_activation_scale_is_per_token():
+    x = torch.tensor([[1.0, -0.5], [10.0, 2.5], [0.0, 0.0]])
+    q = bitnet.quantize_activations(x)
+    assert q.s[:, 0].tolist() == pytest.approx([127.0, 12.7, 127.0 / 1e-5], rel=1e-6)
+    assert q.codes.tolist() == [[127, -64], [127, 32], [0, 0]]   # -63.5 → -64, 31.75 → 32
+
+
+def test_activation_all_zero_token_uses_clamp():
+    q = bitnet.quantize_activations(torch.zeros(2, 5))
+    assert (q.codes == 0).all()
+    assert torch.allclose(q.s, torch.full((2, 1), 127.0 / 1e-5))
+
+
+def test_activation_paper_variant_scales_by_128():
+    q = bitnet.quantize_activations(torch.tensor([[1.0, 0.5, -1.0]]), variant="paper")
+    assert q.codes.tolist() == [[127, 64, -128]]   # 128 clamps to 127; -128 fits
+
+
+def test_weight_boundaries_and_clamp():
+    # Σ|W| = 8 over 8 entries: mean|W| = 1, s = 1, so ±0.5 and ±1.5 are exact ties.
+    w = torch.tensor([[0.5, -0.5, 1.5, -1.5], [0.0, 0.0, 1.0, -3.0]])
+    q = bitnet.quantize_weights(w)
+    assert q.s.item() == 1.0
+    assert q.codes.tolist() == [[0, 0, 1, -1], [0, 0, 1, -1]]
+    # Scaling by a power of two keeps every tie exact.
+    q2 = bitnet.quantize_weights(w * 2.0 ** -10)
+    assert q2.s.item() == 1024.0 and q2.codes.tolist() == q.codes.tolist()
+
+
+def test_weight_mean_clamp_for_tiny_and_zero_tensors():
+    assert (bitnet.quantize_weights(torch.zeros(3, 4)).codes == 0).all()
+    q = bitnet.quantize_weights(torch.full((2, 2), 1e-7))
+    assert q.s.item() == pytest.approx(1e5)
+    assert (q.codes == 0).all()       # 1e-7 · 1e5 = 0.01 → 0
+
+
+def test_weight_all_zero_row_stays_zero():
+    w = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    w[2] = 0
+    assert (bitnet.quantize_weights(w).codes[2] == 0).all()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_inputs_are_refused(bad):
+    w = torch.randn(3, 4)
+    w[1, 2] = bad
+    with pytest.raises(ValueError, match=r"weight contains 1 non-finite value.*index \(1, 2\)"):
+        bitnet.quantize_weights(w)
+    with pytest.raises(ValueError, match="activations contains 1 non-finite"):
+        bitnet.quantize_activations(w)
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="'papr'"):
+        bitnet.quantize_weights(torch.ones(2, 2), variant="papr")
+
+
+def _random_layer(seed, out_features=48, in_features=200, tokens=17):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out_features, in_features, generator=g) * 0.02
+    x = torch.randn(tokens, in_features, generator=g) * torch.logspace(-2, 2, tokens)[:, None]
+    x[3] = 0          # all-zero token
+    w[5] = 0          # all-zero row
+    return w, x
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_integer_accumulators_equal_float_reference_exactly(seed):
+    w, x = _random_layer(seed)
+    layer = bitnet.BitLinear158(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    view = bitnet.integer_view(w, x)
+
+    # Recover the reference's integer operands from its fake-quantized tensors, independently of the view.
+    xq = bitnet.quantize_activations(x)
+    wq = bitnet.quantize_weights(w)
+    x_ints = xq.dequantized().double() * xq.s.double()
+    w_ints = wq.dequantized().double() * wq.s.double()
+    assert (x_ints - x_ints.round()).abs().max() < 1e-3 and (w_ints - w_ints.round()).abs().max() < 1e-3
+    acc_ref = (x_ints.round() @ w_ints.round().T).numpy()   # exact in float64 at these sizes
+
+    acc = view.accumulate()
+    assert acc.dtype == np.int64
+    np.testing.assert_array_equal(acc, acc_ref.astype(np.int64))
+
+    # Outputs agree to float32 rounding: bound the error by K ulps of the magnitude sum.
+    y_ref = layer(x).detach().double().numpy()
+    y_int = view.rescale(acc).astype(np.float64)
+    magnitude = (xq.dequantized().abs() @ wq.dequantized().abs().T).double().numpy()
+    bound = 4 * w.shape[1] * np.finfo(np.float32).eps * magnitude + 1e-30
+    assert (np.abs(y_int - y_ref) <= bound).all()
+
+
+def test_float_reference_matches_official_formula_by_hand():
+    # One token, two outputs, values picked so every step is exact in float32.
+    w = torch.tensor([[1.0, -1.0, 0.25, 0.0], [2.0, 0.5, -0.25, -0.5]])   # mean|W| = 0.6875
+    x = torch.tensor([[4.0, -2.0, 1.0, 0.0]])
+    layer = bitnet.BitLinear158(4, 2)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    # s_w = 1/0.6875; W·s_w = [[1.45,-1.45,.36,0],[2.9,.73,-.36,-.73]] → [[1,-1,0,0],[1,1,0,-1]]
+    assert bitnet.quantize_weights(w).codes.tolist() == [[1, -1, 0, 0], [1, 1, 0, -1]]
+    # s_x = 127/4; x·s_x = [127, -63.5, 31.75, 0] → [127, -64, 32, 0]
+    assert bitnet.quantize_activations(x).codes.tolist() == [[127, -64, 32, 0]]
+    view = bitnet.integer_view(w, x)
+    assert view.accumulate().tolist() == [[127 + 64, 127 - 64]]
+    expected = np.array([[191, 63]], np.float32) / np.float32(127 / 4) * np.float32(0.6875)
+    np.testing.assert_allclose(view.rescale(view.accumulate()), expected, rtol=1e-6)
+    np.testing.assert_allclose(layer(x).detach().numpy(), expected, rtol=1e-6)
+
+
+def test_integer_view_declares_its_hardware():
+    w, x = _random_layer(0)
+    view = bitnet.integer_view(w, x)
+    assert view.unit is UnitKind.TERNARY_MAC
+    assert (view.act_bits, view.weight_bits) == (8, 2)
+    assert view.acc_width == ternary_accumulator_width(200, 8)
+    assert set(np.unique(view.weight_codes)) <= {-1, 0, 1}
+
+
+def test_integer_view_refuses_shape_mismatch():
+    with pytest.raises(ValueError, match=r"x has 7 columns .* but 6 are needed"):
+        bitnet.integer_view(torch.zeros(4, 6), torch.zeros(3, 7))
+    with pytest.raises(ValueError, match="must be a 2-D matrix"):
+        bitnet.integer_view(torch.zeros(4, 6), torch.zeros(6))
+
+
+def test_scheme_registry():
+    assert get_scheme("bitnet-b1.58").unit is UnitKind.TERNARY_MAC
+    with pytest.raises(ValueError, match=r"unknown scheme 'bitnet'; known schemes: bitnet-b1.58"):
+        get_scheme("bitnet")
