@@ -66,7 +66,8 @@ def _ternary_mac_sections(p: TernaryMacParams) -> dict:
             "act": f"two's complement, {p.act_bits} bits; act[i] is reduction element k_chunk*lanes + i",
             "weight": {
                 "width": 2,
-                "codes": {"0b00": 0, "0b01": 1, "0b11": -1, "0b10": "reserved, decodes as 0"},
+                "codes": {f"0b{code:02b}": (value if code in p.WEIGHT_CODES_VALID else f"reserved, decodes as {value}")
+                          for code, value in p.WEIGHT_CODES.items()},
                 "placement": "weight[r][i] multiplies act[i] for output row row_block*rows + r",
             },
             "last": "1 on the final beat of a reduction: the engine emits the accumulated sums after it",
@@ -126,7 +127,7 @@ class ExportedUnit:
     manifest: dict
 
 
-def _atomic_write(path: Path, text: str) -> Path:
+def _write_partial(path: Path, text: str) -> Path:
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(text)
     return tmp
@@ -142,8 +143,8 @@ def write_unit(params: UnitParams, out_dir: Path, *, component: wiring.Component
     vpath, mpath = out_dir / info["verilog"], out_dir / f"{params.module_name}.json"
     tmps = []
     try:
-        tmps.append((_atomic_write(vpath, text), vpath))
-        tmps.append((_atomic_write(mpath, json.dumps(info, indent=2) + "\n"), mpath))
+        tmps.append((_write_partial(vpath, text), vpath))
+        tmps.append((_write_partial(mpath, json.dumps(info, indent=2) + "\n"), mpath))
         for tmp, final in tmps:
             os.replace(tmp, final)
     finally:

@@ -181,9 +181,10 @@ class TernaryMacParams(UnitParams):
         """``acc[rows]``, signed ``acc_width`` bits each."""
         return PayloadLayout.sequential(("acc", self.acc_width, True, (self.rows,)))
 
-    #: 2-bit weight code → weight value. Two's complement, so bit 1 is "negate" and bit 0 "non-zero";
-    #: the unused code 0b10 decodes as 0.
+    #: 2-bit weight code → the weight the RTL applies. Two's complement, so bit 1 is "negate" and bit 0
+    #: "non-zero"; the unused code 0b10 decodes as 0 (drivers must not send it).
     WEIGHT_CODES: ClassVar[dict[int, int]] = {0b00: 0, 0b01: +1, 0b11: -1, 0b10: 0}
+    WEIGHT_CODES_VALID: ClassVar[frozenset[int]] = frozenset({0b00, 0b01, 0b11})
 
     def check_problem(self, m: int, k: int, tokens: int) -> None:
         """Refuse a problem this engine cannot run, naming the value."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from models.schemes import SCHEMES
 from models.units import UnitKind
+from rtl_tests.streams import IcarusMissing, check_icarus
 
 __all__ = ["main"]
 
@@ -107,20 +108,18 @@ def _cmd_verilog(args) -> int:
 # -- lowbit simulate linear --------------------------------------------------------------------------------
 
 def _cmd_simulate_linear(args) -> int:
-    from sim.linear import prepare_linear, simulate_linear
+    from sim.linear import check_linear, simulate_linear
 
     out = Path(args.out)
     _check_output_file(out)
     weight = _load_matrix(Path(args.weights), "weights")
     x = _load_matrix(Path(args.inputs), "inputs")
     # Refuse bad shapes, values and parameters before any long run.
-    prepare_linear(args.scheme, weight, x[:1], lanes=args.lanes, rows=args.rows)
+    check_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
     if args.rtl:
         from rtl_tests.linear import rtl_linear
-        from rtl_tests.streams import _check_icarus
 
-        _check_icarus()
-        prepare_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
+        check_icarus()
         with tempfile.TemporaryDirectory(prefix="lowbit-rtl-") as work:
             result = rtl_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows, work_dir=Path(work))
     else:
@@ -140,7 +139,7 @@ def _cmd_report_linear(args) -> int:
 
     from hw.export import write_unit
     from reports.linear import RtlCheck, write_linear_report
-    from sim.linear import prepare_linear, simulate_linear
+    from sim.linear import check_linear, simulate_linear
 
     out = Path(args.output)
     if out.exists() and not out.is_dir():
@@ -148,15 +147,13 @@ def _cmd_report_linear(args) -> int:
     if args.rtl_tokens > args.tokens:
         raise UsageError(f"--rtl-tokens {args.rtl_tokens} exceeds --tokens {args.tokens}")
     if args.rtl_tokens:
-        from rtl_tests.streams import _check_icarus
-
-        _check_icarus()
+        check_icarus()
 
     # A BitNet-b1.58-2B-shaped layer (FFN up-projection by default) with seeded random weights.
     g = torch.Generator().manual_seed(args.seed)
     weight = (torch.randn(args.out_features, args.in_features, generator=g) * 0.02).numpy()
     x = torch.randn(args.tokens, args.in_features, generator=g).numpy()
-    _, params = prepare_linear(args.scheme, weight, x[:1], lanes=args.lanes, rows=args.rows)
+    params = check_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
 
     t0 = time.perf_counter()
     unit = write_unit(params, out / "verilog")
@@ -248,11 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ValueError, TypeError) as exc:
+    except (UsageError, ValueError, TypeError, IcarusMissing) as exc:
         print(f"lowbit: error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        if type(exc).__name__ == "IcarusMissing":
-            print(f"lowbit: error: {exc}", file=sys.stderr)
-            return 2
-        raise

@@ -17,7 +17,8 @@ import numpy as np
 from hw.contract import Traffic, measured_cycles
 from hw.layout import PayloadLayout
 
-__all__ = ["StreamJob", "StreamRun", "run_amaranth", "run_cocotb", "max_cycles_for", "IcarusMissing"]
+__all__ = ["StreamJob", "StreamRun", "run_amaranth", "run_cocotb", "max_cycles_for", "IcarusMissing",
+           "check_icarus"]
 
 BENCH_MODULE = "rtl_tests.cocotb_stream_bench"
 
@@ -115,7 +116,8 @@ def run_amaranth(component, jobs: list[StreamJob], *, in_stream: str, out_stream
     return runs
 
 
-def _check_icarus() -> None:
+def check_icarus() -> None:
+    """Raise :class:`IcarusMissing` with the install command unless iverilog and vvp are on PATH."""
     missing = [tool for tool in ("iverilog", "vvp") if shutil.which(tool) is None]
     if missing:
         raise IcarusMissing(f"{' and '.join(missing)} not found on PATH: install Icarus Verilog "
@@ -132,7 +134,7 @@ def run_cocotb(manifest_path: Path, jobs: list[StreamJob], *, build_dir: Path | 
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
-    _check_icarus()
+    check_icarus()
     manifest_path = Path(manifest_path).resolve()
     manifest = json.loads(manifest_path.read_text())
     verilog = manifest_path.parent / manifest["verilog"]

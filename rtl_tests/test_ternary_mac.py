@@ -121,3 +121,44 @@ def test_failing_cocotb_bench_fails_the_caller(small_case, tmp_path):
     job = stream_job(p, small_case.weight_codes, small_case.act_codes[:2], Traffic.full())
     with pytest.raises(AssertionError, match=r"(?s)the cocotb bench on .* failed.*no port 'operands__payload'"):
         run_cocotb(unit.manifest_path, [job], build_dir=tmp_path / "build")
+
+
+def test_weight_code_table_is_what_the_rtl_does():
+    """The manifest's code table (TernaryMacParams.WEIGHT_CODES) against the RTL, reserved code included."""
+    from hw.export import manifest
+    from hw.params import TernaryMacParams
+
+    from .streams import StreamJob, run_amaranth
+
+    p = TernaryMacParams(lanes=4, rows=1, max_k=4)
+    acts = np.array([[3, -5, 7, -128], [-1, 2, -3, 4], [127, 127, -128, -128]])
+    signed_codes = {0b00: 0, 0b01: 1, 0b11: -1, 0b10: -2}          # the 2-bit patterns as signed fields
+    patterns = np.array([[0b00, 0b01, 0b11, 0b10], [0b10, 0b10, 0b01, 0b11], [0b11, 0b01, 0b10, 0b00]])
+    weight = np.vectorize(signed_codes.get)(patterns)[:, None, :]
+    job = StreamJob(p.operand_layout.pack(3, act=acts, weight=weight, last=np.ones(3)), 3, Traffic.full())
+    [run] = run_amaranth(TernaryMacEngine(p), [job], in_stream="operand", out_stream="result",
+                         result_layout=p.result_layout, latency=p.latency)
+    got = p.result_layout.unpack(run.results)["acc"][:, 0]
+    expected = (np.vectorize(p.WEIGHT_CODES.get)(patterns) * acts).sum(axis=1)
+    np.testing.assert_array_equal(got, expected)
+    table = manifest(p)["encodings"]["weight"]["codes"]
+    assert table == {"0b00": 0, "0b01": 1, "0b11": -1, "0b10": "reserved, decodes as 0"}
+
+
+@pytest.mark.slow
+def test_main_job_layer_on_rtl(tmp_path):
+    """The README's main-job layer (6912×2560 on 64 lanes × 16 rows), one token, RTL = model (≈1 min)."""
+    import torch
+
+    from models import bitnet
+    from sim.linear import engine_params
+    from models.units import UnitKind
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6912, 2560, generator=g) * 0.02
+    x = torch.randn(1, 2560, generator=g)
+    view = bitnet.integer_view(w, x)
+    p = engine_params(UnitKind.TERNARY_MAC, lanes=64, rows=16, k=2560)
+    [run] = cocotb_level(p, view.weight_codes, view.act_codes, [Traffic.full()], work_dir=tmp_path)
+    assert_same_accumulators(view.accumulate(), run)
+    assert run.cycles == sim_level(p, view.weight_codes, view.act_codes, Traffic.full()).cycles == p.cycles(6912, 2560)

@@ -13,7 +13,7 @@ from models.validate import check_finite, check_matrix
 
 from . import ternary_mac
 
-__all__ = ["LinearResult", "prepare_linear", "simulate_linear", "engine_params"]
+__all__ = ["LinearResult", "check_linear", "prepare_linear", "simulate_linear", "engine_params"]
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,9 @@ def engine_params(unit: UnitKind, *, lanes: int, rows: int, k: int) -> TernaryMa
     return TernaryMacParams(lanes=lanes, rows=rows, max_k=k)
 
 
-def prepare_linear(scheme: str, weight, x, *, lanes: int, rows: int):
-    """Validate the float tensors, quantize them under ``scheme`` and size the engine.
-
-    ``weight`` is ``[out, in]``, ``x`` is ``[tokens, in]``; both NumPy arrays or tensors. Returns
-    ``(integer view, engine parameters)``.
-    """
+def check_linear(scheme: str, weight, x, *, lanes: int, rows: int) -> TernaryMacParams:
+    """Refuse a bad layer before any work: unknown scheme, non-matrix or mismatched shapes, NaN/Inf,
+    engine parameters that cannot work. Returns the engine parameters the layer will run on."""
     sch = get_scheme(scheme)
     weight = np.asarray(weight)
     x = np.asarray(x)
@@ -77,9 +74,18 @@ def prepare_linear(scheme: str, weight, x, *, lanes: int, rows: int):
                          f"shape {x.shape} ([tokens, in], in = {x.shape[1]})")
     check_finite("weights W", weight)
     check_finite("inputs X", x)
-    params = engine_params(sch.unit, lanes=lanes, rows=rows, k=weight.shape[1])
-    view = sch.linear_view(torch.from_numpy(np.ascontiguousarray(weight, np.float32)),
-                           torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+    return engine_params(sch.unit, lanes=lanes, rows=rows, k=weight.shape[1])
+
+
+def prepare_linear(scheme: str, weight, x, *, lanes: int, rows: int):
+    """Check the float tensors (:func:`check_linear`), quantize them under ``scheme`` and size the engine.
+
+    ``weight`` is ``[out, in]``, ``x`` is ``[tokens, in]``; NumPy arrays. Returns
+    ``(integer view, engine parameters)``.
+    """
+    params = check_linear(scheme, weight, x, lanes=lanes, rows=rows)
+    view = get_scheme(scheme).linear_view(torch.from_numpy(np.ascontiguousarray(weight, np.float32)),
+                                          torch.from_numpy(np.ascontiguousarray(x, np.float32)))
     return view, params
 
 

@@ -56,10 +56,10 @@ def simulate(params: TernaryMacParams, weight_codes, act_codes, traffic: Traffic
     """Run ``weight_codes[M, K] · act_codes[tokens, K]ᵀ`` through the stepped model."""
     check_matrix("weight codes", np.asarray(weight_codes))
     check_matrix("activation codes", np.asarray(act_codes), columns=np.asarray(weight_codes).shape[1])
-    w = _as_codes("weight codes", weight_codes, -1, 1)
-    lo, hi = -(1 << (params.act_bits - 1)), (1 << (params.act_bits - 1)) - 1
     if params.act_bits > 8:
         raise ValueError(f"the cycle model holds activations as int8; act_bits={params.act_bits} is not supported")
+    w = _as_codes("weight codes", weight_codes, -1, 1)
+    lo, hi = -(1 << (params.act_bits - 1)), (1 << (params.act_bits - 1)) - 1
     x = _as_codes("activation codes", act_codes, lo, hi)
     m, k = w.shape
     tokens = x.shape[0]
