@@ -124,7 +124,9 @@ def _cmd_simulate_linear(args) -> int:
             result = rtl_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows, work_dir=Path(work))
     else:
         result = simulate_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
-    _save_npz_atomic(out, y=result.y, acc=result.acc, cycles=np.int64(result.cycles),
+    names, acc = result.stacked_acc()
+    _save_npz_atomic(out, y=result.y, acc=acc, acc_names=np.array(names), cycles=np.int64(result.cycles),
+                     pass_cycles=np.array([result.pass_cycles[n] for n in names], np.int64),
                      backend=np.str_(result.backend), scheme=np.str_(result.scheme),
                      lanes=np.int64(args.lanes), rows=np.int64(args.rows))
     print(f"{result.backend}: {result.macs:,} MACs in {result.cycles:,} cycles "
@@ -139,7 +141,7 @@ def _cmd_report_linear(args) -> int:
 
     from hw.export import write_unit
     from reports.linear import RtlCheck, write_linear_report
-    from sim.linear import check_linear, simulate_linear
+    from sim.linear import check_linear, prepare_linear, simulate_linear
 
     out = Path(args.output)
     if out.exists() and not out.is_dir():
@@ -153,14 +155,17 @@ def _cmd_report_linear(args) -> int:
     g = torch.Generator().manual_seed(args.seed)
     weight = (torch.randn(args.out_features, args.in_features, generator=g) * 0.02).numpy()
     x = torch.randn(args.tokens, args.in_features, generator=g).numpy()
-    params = check_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
+    check_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
+    _, params = prepare_linear(args.scheme, weight, x[:1], lanes=args.lanes, rows=args.rows)
 
     t0 = time.perf_counter()
     unit = write_unit(params, out / "verilog")
     print(f"[1/3] Verilog + manifest: {unit.verilog_path} ({time.perf_counter() - t0:.1f} s)")
 
     result = simulate_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
-    _save_npz_atomic(out / "linear_sim.npz", y=result.y, acc=result.acc, cycles=np.int64(result.cycles))
+    names, acc = result.stacked_acc()
+    _save_npz_atomic(out / "linear_sim.npz", y=result.y, acc=acc, acc_names=np.array(names),
+                     cycles=np.int64(result.cycles))
     print(f"[2/3] cycle model: {result.macs:,} MACs in {result.cycles:,} cycles, utilisation "
           f"{result.utilisation:.1%} ({result.wall_seconds:.2f} s)")
 

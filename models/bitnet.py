@@ -1,4 +1,4 @@
-"""BitNet b1.58: quantizers, the float reference BitLinear and its integer hardware view.
+"""BitNet b1.58 and BitNet v1: quantizers, float reference BitLinears and their integer hardware views.
 
 Semantics are those of the official code (microsoft/BitNet ``gpu/model.py`` and
 ``gpu/convert_checkpoint.py``; ../shared/docs/quantization.md §1.3), which is the default:
@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .intops import ternary_accumulator_width
+from .quant import ZeroPolicy, sign
 from .units import UnitKind
 from .validate import check_finite, check_matrix
+from .views import IntPass, LinearView
 
 __all__ = [
     "ACT_BITS",
@@ -34,9 +35,14 @@ __all__ = [
     "quantize_weights",
     "quantize_activations",
     "BitLinear158",
-    "TernaryLinearView",
-    "integer_view",
+    "linear_view",
     "ternary_accumulate",
+    "V1_QB",
+    "BinaryWeightsV1",
+    "quantize_weights_v1",
+    "quantize_activations_v1",
+    "BitLinearV1",
+    "linear_view_v1",
 ]
 
 Variant = Literal["code", "paper"]
@@ -131,60 +137,103 @@ def ternary_accumulate(weight_codes: np.ndarray, act_codes: np.ndarray) -> np.nd
     return act_codes.astype(np.int64) @ weight_codes.astype(np.int64).T
 
 
-@dataclass(frozen=True)
-class TernaryLinearView:
-    """Integer hardware view of a b1.58 BitLinear applied to a batch of tokens.
-
-    The engine computes ``acc = act_codes · weight_codesᵀ``; everything else (quantization before,
-    rescale after) is full-precision vector work.
-    """
-
-    weight_codes: np.ndarray   #: ``[out, in]`` int8 in {-1, 0, +1}
-    weight_s: float            #: per-tensor weight multiplier ``s_w``
-    act_codes: np.ndarray      #: ``[tokens, in]`` int8
-    act_s: np.ndarray          #: ``[tokens]`` float32 per-token multipliers ``s_x``
-    unit: UnitKind = UnitKind.TERNARY_MAC
-    act_bits: int = ACT_BITS
-    weight_bits: int = WEIGHT_BITS
-
-    @property
-    def in_features(self) -> int:
-        return self.weight_codes.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight_codes.shape[0]
-
-    @property
-    def tokens(self) -> int:
-        return self.act_codes.shape[0]
-
-    @property
-    def acc_width(self) -> int:
-        """Signed accumulator width this layer needs (K = ``in_features``)."""
-        return ternary_accumulator_width(self.in_features, self.act_bits)
-
-    def accumulate(self) -> np.ndarray:
-        """The integer accumulators ``[tokens, out]`` (int64)."""
-        return ternary_accumulate(self.weight_codes, self.act_codes)
-
-    def rescale(self, acc: np.ndarray) -> np.ndarray:
-        """Float outputs from accumulators: ``acc / s_x · (1/s_w)`` in float32, as the official kernel."""
-        acc = torch.from_numpy(np.asarray(acc, dtype=np.int64))
-        s_x = torch.from_numpy(self.act_s.astype(np.float32))[:, None]
-        w_scale = 1.0 / torch.tensor(self.weight_s, dtype=torch.float32)
-        return (acc.to(torch.float32) / s_x * w_scale).numpy()
-
-
-def integer_view(weight: torch.Tensor, x: torch.Tensor, *, variant: Variant = "code") -> TernaryLinearView:
-    """Quantize ``weight`` ``[out, in]`` and ``x`` ``[tokens, in]`` into the b1.58 integer view."""
+def linear_view(weight: torch.Tensor, x: torch.Tensor, *, bias: torch.Tensor | None = None,
+                variant: Variant = "code") -> LinearView:
+    """Integer view of a b1.58 BitLinear on ``x`` ``[tokens, in]``: one ternary × int8 pass, then
+    ``acc / s_x · (1/s_w) (+ bias)`` in float32, the order of the official int8×int2 kernel."""
     check_matrix("weight", weight)
     check_matrix("x", x, columns=weight.shape[1])
     wq = quantize_weights(weight.float(), variant=variant)
     xq = quantize_activations(x.float(), variant=variant)
-    return TernaryLinearView(
-        weight_codes=wq.codes.numpy(),
-        weight_s=float(wq.s),
-        act_codes=xq.codes.numpy(),
-        act_s=xq.s[:, 0].numpy().astype(np.float32),
-    )
+    s_x = xq.s.to(torch.float32)                          # [tokens, 1]
+    w_scale = 1.0 / wq.s.to(torch.float32)
+    b = None if bias is None else bias.detach().float()
+
+    def rescale(acc):
+        y = torch.from_numpy(np.asarray(acc["main"], np.int64)).to(torch.float32) / s_x * w_scale
+        return (y if b is None else y + b).numpy()
+
+    main = IntPass("main", UnitKind.TERNARY_MAC, wq.codes.numpy(), xq.codes.numpy(), WEIGHT_BITS, ACT_BITS,
+                   weight_range=(-1, 1))
+    return LinearView("bitnet-b1.58", UnitKind.TERNARY_MAC, (main,), rescale, weight.shape[1], weight.shape[0],
+                      x.shape[0])
+
+
+# -- BitNet v1 (arXiv 2310.11453) -------------------------------------------------------------------------
+
+#: Q_b of the v1 paper for 8-bit activations.
+V1_QB = 128
+
+
+@dataclass(frozen=True)
+class BinaryWeightsV1:
+    """±1 weight codes ``Sign(W − mean W)`` and ``beta = mean|W|``: ``W ≈ beta · codes``."""
+
+    codes: torch.Tensor
+    beta: torch.Tensor
+
+
+def quantize_weights_v1(weight: torch.Tensor, *, zero_policy: ZeroPolicy = "neg") -> BinaryWeightsV1:
+    """BitNet v1 weight binarization (paper; no official code exists): centre by the tensor mean, take the
+    sign (the paper's Sign is +1 iff > 0, so ``zero_policy="neg"``), scale by the mean |W| of the
+    un-centred tensor."""
+    check_finite("weight", weight)
+    w = weight.detach()
+    codes = sign(w - w.mean(), zero_policy).to(torch.int8)
+    return BinaryWeightsV1(codes=codes, beta=w.abs().mean())
+
+
+def quantize_activations_v1(x: torch.Tensor, *, bits: int = 8) -> Int8Activations:
+    """BitNet v1 absmax activations, per token: ``x·Q_b/γ`` rounded and clipped to ``[-(Q_b-1), Q_b-1]``.
+
+    The paper clips to ``(-Q_b+ε, Q_b-ε)`` and writes no rounding; every implementation rounds, and the
+    clip keeps the code inside ``bits`` signed bits. ``s = Q_b/γ`` is returned as the multiplier.
+    """
+    check_finite("activations", x)
+    qb = 2 ** (bits - 1)
+    gamma = x.detach().abs().amax(dim=-1, keepdim=True).clamp(min=_EPS)
+    s = qb / gamma
+    codes = (x.detach() * s).round().clamp(-(qb - 1), qb - 1).to(torch.int8 if bits <= 8 else torch.int16)
+    return Int8Activations(codes=codes, s=s)
+
+
+class BitLinearV1(nn.Linear):
+    """Float reference of BitNet v1's BitLinear: SubLN (LayerNorm without affine), absmax 8-bit activations,
+    binarized weights, output ``(W̃·x̃)·β·γ/Q_b``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, *, zero_policy: ZeroPolicy = "neg",
+                 ln_eps: float = 1e-5, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.zero_policy = zero_policy
+        self.ln_eps = ln_eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x, (x.shape[-1],), eps=self.ln_eps)
+        xq = quantize_activations_v1(x)
+        wq = quantize_weights_v1(self.weight, zero_policy=self.zero_policy)
+        w = wq.codes.to(x.dtype) * wq.beta.to(x.dtype)
+        return F.linear(xq.dequantized(x.dtype), w, self.bias)
+
+
+def linear_view_v1(weight: torch.Tensor, x: torch.Tensor, *, bias: torch.Tensor | None = None,
+                   zero_policy: ZeroPolicy = "neg", ln_eps: float = 1e-5) -> LinearView:
+    """Integer view of :class:`BitLinearV1`: SubLN and quantization before, one ±1 × int8 pass, then
+    ``acc / s_x · β``. ``x`` is the BitLinear input (before SubLN)."""
+    check_matrix("weight", weight)
+    check_matrix("x", x, columns=weight.shape[1])
+    x_ln = F.layer_norm(x.float(), (x.shape[-1],), eps=ln_eps)
+    xq = quantize_activations_v1(x_ln)
+    wq = quantize_weights_v1(weight.float(), zero_policy=zero_policy)
+    s_x = xq.s.to(torch.float32)
+    beta = wq.beta.to(torch.float32)
+    b = None if bias is None else bias.detach().float()
+
+    def rescale(acc):
+        y = torch.from_numpy(np.asarray(acc["main"], np.int64)).to(torch.float32) / s_x * beta
+        return (y if b is None else y + b).numpy()
+
+    unit = UnitKind.TERNARY_MAC       # ±1 × int8: add/sub, the ternary engine without zero codes
+    main = IntPass("main", unit, wq.codes.numpy(), xq.codes.numpy(), 2, ACT_BITS, weight_range=(-1, 1),
+                   act_range=(-(V1_QB - 1), V1_QB - 1))
+    return LinearView("bitnet-v1", unit, (main,), rescale, weight.shape[1], weight.shape[0], x.shape[0],
+                      notes="SubLN (LayerNorm without affine) runs before the quantizer as vector work")

@@ -27,7 +27,7 @@ SCHEMES: dict[str, Scheme] = {
         name="bitnet-b1.58",
         unit=UnitKind.TERNARY_MAC,
         description="BitNet b1.58: absmean ternary weights, per-token absmax int8 activations (official code)",
-        linear_view=bitnet.integer_view,
+        linear_view=bitnet.linear_view,
     ),
 }
 

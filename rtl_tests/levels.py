@@ -18,7 +18,7 @@ from sim import ternary_mac as sim_ternary_mac
 from .streams import StreamJob, run_amaranth, run_cocotb
 
 __all__ = ["LevelResult", "reference_level", "sim_level", "amaranth_level", "cocotb_level", "stream_job",
-           "assert_same_accumulators"]
+           "collect_accumulators", "assert_same_accumulators"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ def stream_job(params: TernaryMacParams, weight_codes: np.ndarray, act_codes: np
     return StreamJob(params.operand_layout.pack(n, **beats), params.row_blocks(m) * tokens, traffic)
 
 
-def _collect(params, run, weight_codes, act_codes) -> np.ndarray:
+def collect_accumulators(params, run, weight_codes, act_codes) -> np.ndarray:
+    """Result beats of a stream run → accumulators ``[tokens, M]``."""
     acc_beats = params.result_layout.unpack(run.results)["acc"]
     m, k = weight_codes.shape
     return params.collect_results(acc_beats, m, k, act_codes.shape[0])
@@ -58,7 +59,7 @@ def amaranth_level(params, weight_codes, act_codes, traffics: list[Traffic], *, 
     jobs = [stream_job(params, weight_codes, act_codes, t) for t in traffics]
     runs = run_amaranth(component, jobs, in_stream="operand", out_stream="result",
                         result_layout=params.result_layout, latency=params.latency)
-    return [LevelResult("amaranth", _collect(params, r, weight_codes, act_codes), r.cycles) for r in runs]
+    return [LevelResult("amaranth", collect_accumulators(params, r, weight_codes, act_codes), r.cycles) for r in runs]
 
 
 def cocotb_level(params, weight_codes, act_codes, traffics: list[Traffic], *, work_dir: Path,
@@ -69,7 +70,7 @@ def cocotb_level(params, weight_codes, act_codes, traffics: list[Traffic], *, wo
     exported = write_unit(params, Path(work_dir), component=component)
     jobs = [stream_job(params, weight_codes, act_codes, t) for t in traffics]
     runs = run_cocotb(exported.manifest_path, jobs, build_dir=Path(work_dir) / "sim_build")
-    return [LevelResult("cocotb", _collect(params, r, weight_codes, act_codes), r.cycles) for r in runs]
+    return [LevelResult("cocotb", collect_accumulators(params, r, weight_codes, act_codes), r.cycles) for r in runs]
 
 
 def assert_same_accumulators(expected: np.ndarray, got: LevelResult, labels: list[str] | None = None) -> None:

@@ -157,8 +157,8 @@ def test_main_job_layer_on_rtl(tmp_path):
     g = torch.Generator().manual_seed(0)
     w = torch.randn(6912, 2560, generator=g) * 0.02
     x = torch.randn(1, 2560, generator=g)
-    view = bitnet.integer_view(w, x)
+    [main] = bitnet.linear_view(w, x).passes
     p = engine_params(UnitKind.TERNARY_MAC, lanes=64, rows=16, k=2560)
-    [run] = cocotb_level(p, view.weight_codes, view.act_codes, [Traffic.full()], work_dir=tmp_path)
-    assert_same_accumulators(view.accumulate(), run)
-    assert run.cycles == sim_level(p, view.weight_codes, view.act_codes, Traffic.full()).cycles == p.cycles(6912, 2560)
+    [run] = cocotb_level(p, main.weight_codes, main.act_codes, [Traffic.full()], work_dir=tmp_path)
+    assert_same_accumulators(main.accumulate(), run)
+    assert run.cycles == sim_level(p, main.weight_codes, main.act_codes, Traffic.full()).cycles == p.cycles(6912, 2560)

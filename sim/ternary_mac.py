@@ -41,14 +41,14 @@ class EngineRun:
         return self.useful_macs / (self.cycles * self.macs_per_cycle)
 
 
-def _as_codes(name: str, array, lo: int, hi: int) -> np.ndarray:
+def _as_codes(name: str, array, lo: int, hi: int, dtype) -> np.ndarray:
     a = np.asarray(array)
     if not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must be an integer array, not {a.dtype}")
     if a.size and (a.min() < lo or a.max() > hi):
         bad = a[(a < lo) | (a > hi)].flat[0]
         raise ValueError(f"{name} holds {int(bad)}, outside [{lo}, {hi}]")
-    return np.ascontiguousarray(a, dtype=np.int8)
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def simulate(params: TernaryMacParams, weight_codes, act_codes, traffic: Traffic | None = None,
@@ -56,11 +56,12 @@ def simulate(params: TernaryMacParams, weight_codes, act_codes, traffic: Traffic
     """Run ``weight_codes[M, K] · act_codes[tokens, K]ᵀ`` through the stepped model."""
     check_matrix("weight codes", np.asarray(weight_codes))
     check_matrix("activation codes", np.asarray(act_codes), columns=np.asarray(weight_codes).shape[1])
-    if params.act_bits > 8:
-        raise ValueError(f"the cycle model holds activations as int8; act_bits={params.act_bits} is not supported")
-    w = _as_codes("weight codes", weight_codes, -1, 1)
+    if params.act_bits > 16:
+        raise ValueError(f"the cycle model holds activations in at most 16 bits; act_bits={params.act_bits}")
+    w = _as_codes("weight codes", weight_codes, -1, 1, np.int8)
     lo, hi = -(1 << (params.act_bits - 1)), (1 << (params.act_bits - 1)) - 1
-    x = _as_codes("activation codes", act_codes, lo, hi)
+    # Two storage types only, so Numba compiles at most two specialisations.
+    x = _as_codes("activation codes", act_codes, lo, hi, np.int8 if params.act_bits <= 8 else np.int16)
     m, k = w.shape
     tokens = x.shape[0]
     sched = params.schedule(m, k, tokens)

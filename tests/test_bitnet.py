@@ -91,7 +91,7 @@ def test_integer_accumulators_equal_float_reference_exactly(seed):
     layer = bitnet.BitLinear158(w.shape[1], w.shape[0])
     with torch.no_grad():
         layer.weight.copy_(w)
-    view = bitnet.integer_view(w, x)
+    view = bitnet.linear_view(w, x)
 
     # Recover the reference's integer operands from its fake-quantized tensors, independently of the view.
     xq = bitnet.quantize_activations(x)
@@ -101,13 +101,13 @@ def test_integer_accumulators_equal_float_reference_exactly(seed):
     assert (x_ints - x_ints.round()).abs().max() < 1e-3 and (w_ints - w_ints.round()).abs().max() < 1e-3
     acc_ref = (x_ints.round() @ w_ints.round().T).numpy()   # exact in float64 at these sizes
 
-    acc = view.accumulate()
+    acc = view.accumulate()["main"]
     assert acc.dtype == np.int64
     np.testing.assert_array_equal(acc, acc_ref.astype(np.int64))
 
     # Outputs agree to float32 rounding: bound the error by K ulps of the magnitude sum.
     y_ref = layer(x).detach().double().numpy()
-    y_int = view.rescale(acc).astype(np.float64)
+    y_int = view.output().astype(np.float64)
     magnitude = (xq.dequantized().abs() @ wq.dequantized().abs().T).double().numpy()
     bound = 4 * w.shape[1] * np.finfo(np.float32).eps * magnitude + 1e-30
     assert (np.abs(y_int - y_ref) <= bound).all()
@@ -124,30 +124,66 @@ def test_float_reference_matches_official_formula_by_hand():
     assert bitnet.quantize_weights(w).codes.tolist() == [[1, -1, 0, 0], [1, 1, 0, -1]]
     # s_x = 127/4; x·s_x = [127, -63.5, 31.75, 0] → [127, -64, 32, 0]
     assert bitnet.quantize_activations(x).codes.tolist() == [[127, -64, 32, 0]]
-    view = bitnet.integer_view(w, x)
-    assert view.accumulate().tolist() == [[127 + 64, 127 - 64]]
+    view = bitnet.linear_view(w, x)
+    assert view.accumulate()["main"].tolist() == [[127 + 64, 127 - 64]]
     expected = np.array([[191, 63]], np.float32) / np.float32(127 / 4) * np.float32(0.6875)
-    np.testing.assert_allclose(view.rescale(view.accumulate()), expected, rtol=1e-6)
+    np.testing.assert_allclose(view.output(), expected, rtol=1e-6)
     np.testing.assert_allclose(layer(x).detach().numpy(), expected, rtol=1e-6)
 
 
 def test_integer_view_declares_its_hardware():
     w, x = _random_layer(0)
-    view = bitnet.integer_view(w, x)
+    view = bitnet.linear_view(w, x)
     assert view.unit is UnitKind.TERNARY_MAC
-    assert (view.act_bits, view.weight_bits) == (8, 2)
-    assert view.acc_width == ternary_accumulator_width(200, 8)
-    assert set(np.unique(view.weight_codes)) <= {-1, 0, 1}
+    [main] = view.passes
+    assert (main.act_bits, main.weight_bits) == (8, 2)
+    assert view.acc_width == main.acc_width == ternary_accumulator_width(200, 8)
+    assert set(np.unique(main.weight_codes)) <= {-1, 0, 1}
 
 
 def test_integer_view_refuses_shape_mismatch():
     with pytest.raises(ValueError, match=r"x has 7 columns .* but 6 are needed"):
-        bitnet.integer_view(torch.zeros(4, 6), torch.zeros(3, 7))
+        bitnet.linear_view(torch.zeros(4, 6), torch.zeros(3, 7))
     with pytest.raises(ValueError, match="must be a 2-D matrix"):
-        bitnet.integer_view(torch.zeros(4, 6), torch.zeros(6))
+        bitnet.linear_view(torch.zeros(4, 6), torch.zeros(6))
 
 
 def test_scheme_registry():
     assert get_scheme("bitnet-b1.58").unit is UnitKind.TERNARY_MAC
     with pytest.raises(ValueError, match=r"unknown scheme 'bitnet'; known schemes: bitnet-b1.58"):
         get_scheme("bitnet")
+
+
+# -- BitNet v1 ----------------------------------------------------------------------------------------------
+
+def test_v1_weights_centre_sign_and_beta():
+    # mean W = 0.5; W - 0.5 = [[0.5, -1.5], [0, 1.0]]; the paper's Sign sends 0 to -1.
+    w = torch.tensor([[1.0, -1.0], [0.5, 1.5]])
+    q = bitnet.quantize_weights_v1(w)
+    assert q.codes.tolist() == [[1, -1], [-1, 1]]
+    assert q.beta.item() == 1.0                              # mean|W| of the un-centred tensor
+    assert bitnet.quantize_weights_v1(w, zero_policy="pos").codes.tolist() == [[1, -1], [1, 1]]
+
+
+def test_v1_activations_scale_by_qb_and_clip_to_127():
+    q = bitnet.quantize_activations_v1(torch.tensor([[2.0, 1.0, -0.5, 0.00390625]]))
+    # s = 128/2 = 64: [128 → 127, 64, -32, 0.25 → 0]
+    assert q.codes.tolist() == [[127, 64, -32, 0]]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_v1_integer_view_equals_float_reference(seed):
+    w, x = _random_layer(seed)
+    layer = bitnet.BitLinearV1(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    view = bitnet.linear_view_v1(w, x)
+    [main] = view.passes
+    assert set(np.unique(main.weight_codes)) == {-1, 1}
+    x_ln = torch.nn.functional.layer_norm(x, (x.shape[1],), eps=1e-5)
+    xq = bitnet.quantize_activations_v1(x_ln)
+    np.testing.assert_array_equal(main.act_codes, xq.codes.numpy())
+    y_ref = layer(x).detach().double().numpy()
+    y_int = view.output().astype(np.float64)
+    magnitude = (xq.dequantized().abs().sum(dim=1, keepdim=True) * w.abs().mean()).double().numpy()
+    assert (np.abs(y_int - y_ref) <= 4 * 200 * np.finfo(np.float32).eps * magnitude).all()

@@ -65,9 +65,9 @@ def test_simulate_linear(layer, capsys):
                          "--inputs", d / "X.npy", "--lanes", 8, "--rows", 4, "--out", d / "Y.npz"], capsys)
     assert code == 0 and "cycles" in out
     res = np.load(d / "Y.npz")
-    view = bitnet.integer_view(torch.from_numpy(w), torch.from_numpy(x))
-    np.testing.assert_array_equal(res["acc"], view.accumulate())
-    np.testing.assert_array_equal(res["y"], view.rescale(view.accumulate()))
+    view = bitnet.linear_view(torch.from_numpy(w), torch.from_numpy(x))
+    np.testing.assert_array_equal(res["acc"], view.accumulate()["main"])
+    np.testing.assert_array_equal(res["y"], view.output())
     from hw.params import TernaryMacParams
     assert int(res["cycles"]) == TernaryMacParams(lanes=8, rows=4, max_k=50).cycles(21, 50, 5)
 
