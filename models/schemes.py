@@ -1,40 +1,153 @@
-"""Registry of quantization schemes: name → the unit its linears need and how to build their integer view."""
+"""Registry of quantization schemes and baselines: what each quantizes, on which unit, at which widths.
 
-from dataclasses import dataclass
+A scheme is named on the command line as ``NAME`` or ``NAME:key=value,...`` (options go to the scheme's
+layer functions, e.g. ``qbb:n_bases=2`` or ``bibert:zero_policy=pos``). The fields here are the one place the
+rest of lowbit (workload extraction, size analysis, the simulator) learns a scheme's hardware needs.
+"""
+
+import importlib
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
-import torch
-
-from . import bitnet
 from .units import UnitKind
 
-__all__ = ["Scheme", "SCHEMES", "get_scheme"]
+__all__ = ["AttentionSpec", "Scheme", "SCHEMES", "get_scheme", "parse_scheme_name", "BLOCK_LINEARS"]
+
+#: Roles of the linears inside the transformer blocks (what LLM schemes quantize).
+BLOCK_LINEARS = frozenset({"attn.q", "attn.k", "attn.v", "attn.o", "ffn.gate", "ffn.up", "ffn.down"})
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """How a scheme computes attention: units and operand widths of QKᵀ and A·V, and the probability step."""
+
+    qk_unit: UnitKind
+    qk_bits: tuple[int, int]          #: (query bits, key bits)
+    probs: str                        #: "softmax" or "bool" (BiBERT's bool(A), no softmax)
+    av_unit: UnitKind
+    av_bits: tuple[int, int]          #: (probability bits, value bits)
+    quantize_operands: bool = False   #: TernaryBERT: 8-bit q, k, probs, v (per-tensor max reductions)
+
+
+def _lazy(module: str, name: str) -> Callable:
+    """A function imported on first call, so the registry loads without every scheme's dependencies."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+    call.__name__ = f"{module}.{name}"
+    return call
 
 
 @dataclass(frozen=True)
 class Scheme:
-    """One quantization scheme as the rest of lowbit sees it."""
+    """One quantization scheme (or full-precision/int8 baseline) as the rest of lowbit sees it."""
 
     name: str
-    unit: UnitKind
     description: str
-    #: ``(weight [out, in], x [tokens, in]) -> integer view`` of one linear layer.
-    linear_view: Callable[[torch.Tensor, torch.Tensor], object]
+    linear_unit: UnitKind                      #: engine of the quantized linears
+    weight_bits: float                         #: storage bits per quantized weight (BiLLM: computed, see analysis)
+    act_bits: int | None                       #: linear input code width; None = full precision
+    act_quant: str | None                      #: reduction before a quantized linear: absmax-token, max-tensor, sign
+    quantized_roles: frozenset[str]
+    word_embedding: str | None                 #: None (FP) or "binary-row" / "ternary-row"
+    scale_layout: str                          #: "row", "tensor", "billm", "qbb", "none"
+    fp_bits: int                               #: width of everything kept in floating point
+    attention: AttentionSpec
+    linear_view: Callable | None = field(default=None, repr=False)
+    pre_linear_norm: bool = False              #: BitNet v1's SubLN inside every BitLinear
+    options: dict = field(default_factory=dict)
+    reference: str = ""                        #: paper / code the semantics follow
+
+    @property
+    def unit(self) -> UnitKind:
+        return self.linear_unit
+
+    def quantizes(self, role: str) -> bool:
+        return role in self.quantized_roles
+
+    def view(self, weight, x, **kwargs):
+        """The integer view of one linear layer under this scheme (scheme options applied)."""
+        if self.linear_view is None:
+            raise ValueError(f"scheme {self.name!r} has no integer linear view (it keeps linears in floating point)")
+        return self.linear_view(weight, x, **{**self.options, **kwargs})
 
 
-SCHEMES: dict[str, Scheme] = {
-    "bitnet-b1.58": Scheme(
-        name="bitnet-b1.58",
-        unit=UnitKind.TERNARY_MAC,
-        description="BitNet b1.58: absmean ternary weights, per-token absmax int8 activations (official code)",
-        linear_view=bitnet.linear_view,
-    ),
-}
+def _fp_attention(bits: int) -> AttentionSpec:
+    return AttentionSpec(UnitKind.FP_MAC, (bits, bits), "softmax", UnitKind.FP_MAC, (bits, bits))
 
 
-def get_scheme(name: str) -> Scheme:
-    """Look a scheme up by name, with an error listing the known ones."""
+_BERT_ROLES = BLOCK_LINEARS | {"pooler"}
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (
+    Scheme("fp32", "full precision, 32-bit floating point", UnitKind.FP_MAC, 32, None, None, frozenset(), None,
+           "none", 32, _fp_attention(32)),
+    Scheme("fp16", "full precision, 16-bit floating point", UnitKind.FP_MAC, 16, None, None, frozenset(), None,
+           "none", 16, _fp_attention(16)),
+    Scheme("int8", "W8A8 baseline: per-row int8 weights, per-token int8 activations, FP16 attention",
+           UnitKind.INT8_MAC, 8, 8, "absmax-token", BLOCK_LINEARS, None, "row", 16, _fp_attention(16),
+           _lazy("models.baselines", "linear_view")),
+    Scheme("bibert", "BiBERT: row-wise binary weights (scale mean|W|), sign activations, Bi-Attention + BAMM",
+           UnitKind.XNOR_POPCOUNT, 1, 1, "sign", _BERT_ROLES, "binary-row", "row", 32,
+           AttentionSpec(UnitKind.XNOR_POPCOUNT, (1, 1), "bool", UnitKind.BAMM, (1, 1)),
+           _lazy("models.bibert", "linear_view"), reference="Qin et al., ICLR 2022; htqin/BiBERT"),
+    Scheme("ternarybert", "TernaryBERT: TWN ternary weights (layer-wise; word embedding row-wise), 8-bit "
+           "symmetric activations, 8-bit attention", UnitKind.TERNARY_MAC, 2, 8, "max-tensor", _BERT_ROLES,
+           "ternary-row", "tensor", 32,
+           AttentionSpec(UnitKind.INT8_MAC, (8, 8), "softmax", UnitKind.INT8_MAC, (8, 8), quantize_operands=True),
+           _lazy("models.ternarybert", "linear_view"),
+           reference="Zhang et al., EMNLP 2020; huawei-noah/Pretrained-Language-Model TernaryBERT"),
+    Scheme("bitnet-v1", "BitNet: ±1 weights (centred sign, scale mean|W|), SubLN + per-token 8-bit absmax",
+           UnitKind.TERNARY_MAC, 1, 8, "absmax-token", BLOCK_LINEARS, None, "tensor", 16, _fp_attention(16),
+           _lazy("models.bitnet", "linear_view_v1"), pre_linear_norm=True, reference="Wang et al., arXiv 2310.11453"),
+    Scheme("bitnet-b1.58", "BitNet b1.58: absmean ternary weights, per-token absmax int8 activations (official code)",
+           UnitKind.TERNARY_MAC, 2, 8, "absmax-token", BLOCK_LINEARS, None, "tensor", 16, _fp_attention(16),
+           _lazy("models.bitnet", "linear_view"), reference="Ma et al., arXiv 2402.17764; microsoft/BitNet"),
+    Scheme("billm", "BiLLM: post-training binarization with salient residual and bell-shaped split; FP16 "
+           "activations (int8 per token in the integer view)", UnitKind.BINARY_BASIS, 1.1, 8, "absmax-token",
+           BLOCK_LINEARS, None, "billm", 16, _fp_attention(16), _lazy("models.billm", "linear_view"),
+           reference="Huang et al., ICML 2024; Aaronhuang-778/BiLLM"),
+    Scheme("qbb", "QBB: N binary bases with per-channel scales (N=4 by default); FP16 activations (int8 per token "
+           "in the integer view)", UnitKind.BINARY_BASIS, 4, 8, "absmax-token", BLOCK_LINEARS, None, "qbb", 16,
+           _fp_attention(16), _lazy("models.qbb", "linear_view"), options={"n_bases": 4},
+           reference="Bulat et al., NeurIPS 2024"),
+)}
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_scheme_name(spec: str) -> tuple[str, dict]:
+    """``"qbb:n_bases=2"`` → ``("qbb", {"n_bases": 2})``."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    if rest:
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                raise ValueError(f"scheme option {item!r} in {spec!r} is not key=value")
+            options[key.strip()] = _parse_value(value.strip())
+    return name, options
+
+
+def get_scheme(spec: str) -> Scheme:
+    """Look a scheme up by ``NAME[:key=value,...]``, with an error listing the known names."""
+    name, options = parse_scheme_name(spec)
     try:
-        return SCHEMES[name]
+        scheme = SCHEMES[name]
     except KeyError:
-        raise ValueError(f"unknown scheme {name!r}; known schemes: {', '.join(sorted(SCHEMES))}") from None
+        raise ValueError(f"unknown scheme {name!r}; known schemes: {', '.join(SCHEMES)}") from None
+    if not options:
+        return scheme
+    merged = {**scheme.options, **options}
+    weight_bits = scheme.weight_bits
+    if name == "qbb":
+        n = merged["n_bases"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"qbb needs n_bases >= 1, not {n!r}")
+        weight_bits = n
+    return replace(scheme, name=spec, options=merged, weight_bits=weight_bits)

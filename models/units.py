@@ -16,6 +16,7 @@ class UnitKind(str, Enum):
     TERNARY_MAC = "ternary-mac"       #: {-1,0,+1} weights × int8 activations (BitNet b1.58, TernaryBERT)
     BINARY_BASIS = "binary-basis"     #: Σ αᵢ·(Bᵢ·x), adder-only (QBB, BiLLM)
     INT8_MAC = "int8-mac"             #: int8 × int8 baseline (TernaryBERT attention)
+    FP_MAC = "fp-mac"                 #: floating-point multiply-accumulate (full-precision matmuls, baselines)
     FP_VECTOR = "fp-vector"           #: full-precision element-wise and reduction work
 
     def __str__(self) -> str:

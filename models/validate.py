@@ -24,7 +24,8 @@ def check_finite(name: str, array) -> None:
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
-            f"{name} contains {int(bad.sum())} non-finite value(s); the first is {float(values[first])} at index {first}"
+            f"{name} contains {int(bad.sum())} non-finite value(s); the first is {float(values[first])} "
+            f"at index {first}"
         )
 
 

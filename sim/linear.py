@@ -92,7 +92,7 @@ def engine_for_view(view: LinearView, *, lanes: int, rows: int) -> TernaryMacPar
         lo, hi = p.weight_value_range
         if lo < -1 or hi > 1:
             raise ValueError(f"{view.scheme} pass {p.name!r} has weight codes in [{lo}, {hi}]; the ternary-MAC "
-                             f"engine takes {{-1, 0, +1}} only (a {p.unit.value} engine is needed)")
+                             f"engine takes {{-1, 0, +1}} only (it needs the {p.unit.value} engine)")
         if _pass_act_bits(p) > MAX_SIM_ACT_BITS:
             raise ValueError(f"{view.scheme} pass {p.name!r} needs {_pass_act_bits(p)}-bit activations; the cycle "
                              f"model holds at most {MAX_SIM_ACT_BITS}")
@@ -103,7 +103,10 @@ def engine_for_view(view: LinearView, *, lanes: int, rows: int) -> TernaryMacPar
 def check_linear(scheme: str, weight, x, *, lanes: int, rows: int) -> None:
     """Refuse a bad layer before any work: unknown scheme, non-matrix or mismatched shapes, NaN/Inf,
     engine parameters that cannot work."""
-    get_scheme(scheme)
+    sch = get_scheme(scheme)
+    if sch.linear_view is None:
+        raise ValueError(f"scheme {scheme!r} keeps its linears in floating point; there is no integer engine to "
+                         "simulate (use lowbit analyze for its sizes and operation counts)")
     weight = np.asarray(weight)
     x = np.asarray(x)
     check_matrix("weights W", weight)
@@ -123,8 +126,8 @@ def prepare_linear(scheme: str, weight, x, *, lanes: int, rows: int, **options) 
     ``linear_view``.
     """
     check_linear(scheme, weight, x, lanes=lanes, rows=rows)
-    view = get_scheme(scheme).linear_view(torch.from_numpy(np.ascontiguousarray(weight, np.float32)),
-                                          torch.from_numpy(np.ascontiguousarray(x, np.float32)), **options)
+    view = get_scheme(scheme).view(torch.from_numpy(np.ascontiguousarray(weight, np.float32)),
+                                   torch.from_numpy(np.ascontiguousarray(x, np.float32)), **options)
     return view, engine_for_view(view, lanes=lanes, rows=rows)
 
 

@@ -150,7 +150,7 @@ def test_integer_view_refuses_shape_mismatch():
 
 def test_scheme_registry():
     assert get_scheme("bitnet-b1.58").unit is UnitKind.TERNARY_MAC
-    with pytest.raises(ValueError, match=r"unknown scheme 'bitnet'; known schemes: bitnet-b1.58"):
+    with pytest.raises(ValueError, match=r"unknown scheme 'bitnet'; known schemes: fp32, fp16, int8, bibert"):
         get_scheme("bitnet")
 
 
@@ -187,3 +187,23 @@ def test_v1_integer_view_equals_float_reference(seed):
     y_int = view.output().astype(np.float64)
     magnitude = (xq.dequantized().abs().sum(dim=1, keepdim=True) * w.abs().mean()).double().numpy()
     assert (np.abs(y_int - y_ref) <= 4 * 200 * np.finfo(np.float32).eps * magnitude).all()
+
+
+def test_trainable_layers_forward_exactly_the_quantized_values_and_pass_gradients():
+    w, x = _random_layer(4)
+    layer = bitnet.BitLinear158(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    x = x.clone().requires_grad_(True)
+    y = layer(x)
+    frozen = bitnet.linear_view(w, x.detach()).output()
+    with torch.no_grad():
+        exact = torch.nn.functional.linear(bitnet.quantize_activations(x).dequantized(),
+                                           bitnet.quantize_weights(w).dequantized())
+    assert torch.equal(y.detach(), exact)                    # the STE does not perturb the forward by an ulp
+    assert np.allclose(y.detach().numpy(), frozen, rtol=1e-4, atol=1e-6)
+    y.sum().backward()
+    # straight-through: d(sum y)/dW[o, j] = Σ_t xq[t, j] for every o, unchanged by the rounding
+    xq = bitnet.quantize_activations(x.detach()).dequantized()
+    torch.testing.assert_close(layer.weight.grad, xq.sum(0).expand_as(w))
+    assert x.grad is not None and torch.isfinite(x.grad).all()

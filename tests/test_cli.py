@@ -10,6 +10,7 @@ import torch
 from lowbit.cli import main
 from models import bitnet
 from reports.linear import COLUMNS
+from sim.linear import engine_for_view
 
 
 def _run(argv, capsys):
@@ -100,7 +101,7 @@ def _bad_inputs(d):
         (["--weights", d / "Wobj.npy"], "dtype <U1; a real-valued array is needed"),
         (["--weights", d / "junk.npy"], "could not read weights file"),
         (["--lanes", "-3"], "argument --lanes: expected a positive integer, got '-3'"),
-        (["--scheme", "bitnet"], "invalid choice: 'bitnet'"),
+        (["--scheme", "bitnet"], "unknown scheme 'bitnet'; known schemes: fp32, fp16, int8, bibert"),
     ]
 
 
@@ -148,3 +149,50 @@ def test_report_refuses_more_rtl_tokens_than_tokens(tmp_path, capsys):
     code, _, err = _run(["report", "linear", "--tokens", 2, "--rtl-tokens", 3, "-o", tmp_path / "r"], capsys)
     assert code == 2 and "--rtl-tokens 3 exceeds --tokens 2" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("scheme", ["bitnet-v1", "bibert", "ternarybert", "ternarybert:act_mode=minmax", "billm",
+                                    "qbb", "qbb:n_bases=2"])
+def test_simulate_linear_accepts_every_scheme(layer, capsys, scheme):
+    from models.schemes import get_scheme
+
+    d, w, x = layer
+    code, out, err = _run(["simulate", "linear", "--scheme", scheme, "--weights", d / "W.npy", "--inputs",
+                           d / "X.npy", "--lanes", 8, "--rows", 4, "--out", d / "Y.npz"], capsys)
+    assert code == 0, err
+    res = np.load(d / "Y.npz")
+    view = get_scheme(scheme).view(torch.from_numpy(w), torch.from_numpy(x))
+    names = [p.name for p in view.passes]
+    assert list(res["acc_names"]) == names
+    acc = res["acc"] if len(names) > 1 else res["acc"][None]
+    for i, p in enumerate(view.passes):
+        np.testing.assert_array_equal(acc[i], p.accumulate())
+    np.testing.assert_array_equal(res["y"], view.output())
+    # Passes stream back to back: one pipeline latency in total, not one per pass.
+    latency = engine_for_view(view, lanes=8, rows=4).latency
+    assert int(res["cycles"]) == sum(int(c) for c in res["pass_cycles"]) - (len(names) - 1) * latency
+
+
+def test_simulate_linear_multi_pass_on_rtl(layer, capsys):
+    d, _, _ = layer
+    common = ["simulate", "linear", "--scheme", "qbb:n_bases=2", "--weights", d / "W.npy", "--inputs", d / "X.npy",
+              "--lanes", 8, "--rows", 4]
+    assert _run([*common, "--out", d / "sim.npz"], capsys)[0] == 0
+    assert _run([*common, "--rtl", "--out", d / "rtl.npz"], capsys)[0] == 0
+    sim, rtl = np.load(d / "sim.npz"), np.load(d / "rtl.npz")
+    for field in ("y", "acc", "cycles", "pass_cycles"):
+        np.testing.assert_array_equal(rtl[field], sim[field])
+
+
+@pytest.mark.parametrize("scheme,message", [
+    ("int8", "it needs the int8-mac engine"),
+    ("fp32", "keeps its linears in floating point"),
+    ("qbb:n_bases=zero", "qbb needs n_bases >= 1, not 'zero'"),
+    ("qbb:n_bases", "is not key=value"),
+])
+def test_simulate_linear_explains_schemes_it_cannot_run(layer, capsys, scheme, message):
+    d, _, _ = layer
+    code, _, err = _run(["simulate", "linear", "--scheme", scheme, "--weights", d / "W.npy", "--inputs",
+                         d / "X.npy", "--out", d / "Y.npz"], capsys)
+    assert code == 2 and message in err
+    assert not (d / "Y.npz").exists()
