@@ -150,15 +150,14 @@ def test_main_job_layer_on_rtl(tmp_path):
     """The README's main-job layer (6912×2560 on 64 lanes × 16 rows), one token, RTL = model (≈1 min)."""
     import torch
 
+    from hw.params import TernaryMacParams
     from models import bitnet
-    from sim.linear import engine_params
-    from models.units import UnitKind
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(6912, 2560, generator=g) * 0.02
     x = torch.randn(1, 2560, generator=g)
     [main] = bitnet.linear_view(w, x).passes
-    p = engine_params(UnitKind.TERNARY_MAC, lanes=64, rows=16, k=2560)
+    p = TernaryMacParams(lanes=64, rows=16, max_k=2560)
     [run] = cocotb_level(p, main.weight_codes, main.act_codes, [Traffic.full()], work_dir=tmp_path)
     assert_same_accumulators(main.accumulate(), run)
     assert run.cycles == sim_level(p, main.weight_codes, main.act_codes, Traffic.full()).cycles == p.cycles(6912, 2560)
