@@ -26,7 +26,7 @@ from hw.export import build_component, generate  # noqa: E402
 from hw.params import TernaryMacParams  # noqa: E402
 from models.bitnet import ternary_accumulate  # noqa: E402
 from rtl_tests.levels import amaranth_level, cocotb_level  # noqa: E402
-from rtl_tests.vectors import CASES, ternary_mac_vectors  # noqa: E402
+from rtl_tests.vectors import CASES, build_problem  # noqa: E402
 from sim.ternary_mac import simulate  # noqa: E402
 
 
@@ -63,12 +63,12 @@ def bench_rtl(cases, n_vectors):
     print(f"RTL simulation, {n_vectors} vectors per case, full throughput (one Icarus launch per case)")
     print(f"  {'case':22s} {'cocotb vec/s':>12s} {'cycles/s':>10s} {'amaranth vec/s':>15s} {'cocotb/amaranth':>16s}")
     for case in cases:
-        vec = ternary_mac_vectors(case).head(n_vectors)
-        p, w, x = case.params, vec.weight_codes, vec.act_codes
+        vec = build_problem(case).head(n_vectors)
+        p, w, x = case.params, vec.weights, vec.acts
         with tempfile.TemporaryDirectory() as d:
             t_cocotb, [crun] = best_of(lambda: cocotb_level(p, w, x, [Traffic.full()], work_dir=Path(d)), 1)
         t_am, [arun] = best_of(lambda: amaranth_level(p, w, x, [Traffic.full()]), 1)
-        assert (crun.acc == vec.expected_acc).all() and (arun.acc == vec.expected_acc).all()
+        assert (crun.acc == vec.expected["acc"]).all() and (arun.acc == vec.expected["acc"]).all()
         n = x.shape[0]
         print(f"  {case.name:22s} {n / t_cocotb:12.0f} {crun.cycles / t_cocotb:10.0f} {n / t_am:15.0f} "
               f"{t_am / t_cocotb:15.2f}×")
@@ -96,7 +96,8 @@ def main():
     args = ap.parse_args()
     bench_cycle_model(3 if args.quick else 7)
     print()
-    names = ("odd-k", "k4096") if args.quick else ("odd-k", "lanes-12-one-stage", "k4096")
+    names = ("ternary/odd-k", "ternary/k4096") if args.quick else \
+        ("ternary/odd-k", "ternary/lanes-12-one-stage", "ternary/k4096")
     bench_rtl([c for c in CASES if c.name in names], 200 if args.quick else 1000)
     print()
     bench_verilog()

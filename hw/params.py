@@ -1,9 +1,25 @@
 """Frozen parameter objects of lowbit's units: one object drives the generator, the simulator and the benches.
 
-Plain Python and NumPy only (no Amaranth), so ``sim`` can import it. Each parameter class validates itself
-on construction, resolves derived values (accumulator width, pipeline depth) into its fields, and owns the
-unit's I/O contract: payload layouts, the order in which operand beats are streamed, and the closed-form
-cycle count at full throughput.
+Plain Python and NumPy only (no Amaranth), so ``sim`` can import it. Each parameter class validates itself on
+construction, resolves derived values (accumulator widths, pipeline depth) into its fields, and owns the unit's
+I/O contract: payload layouts, how a problem is cut into operand beats, how result beats map back, the
+accumulator channels the datapath keeps, and the closed-form cycle count at full throughput.
+
+All five units are *stream dot-product engines* with one structure (``hw/engine.py``): an operand beat carries
+``lanes`` reduction elements of one activation vector and the matching elements of ``rows`` weight rows; each
+row reduces its lane terms in a pipelined tree per accumulator channel, accumulates until a beat flagged
+``last``, and a result beat leaves with the finished values. They differ in their operands and channels:
+
+============== ============================================ ==========================================
+unit           operands                                     result per row
+============== ============================================ ==========================================
+ternary-mac    int activations × {-1, 0, +1} weights        Σ w·x
+xnor-popcount  ±1 activations × ±1 weights (as bits)        2·popcount(XNOR) − n [, bool(score)]
+bamm           {0,1} attention bits × ±1 values (as bits)   Σ a·v and its sign under a zero policy
+binary-basis   int activations × N binary bases (or BiLLM   Σ_j B_ij·x_j per basis (adder-only)
+               groups with signs)                           [, Σ_i α_i·S_i with fixed-point α]
+int8-mac       int8 activations × int8 weights              Σ w·x
+============== ============================================ ==========================================
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -11,12 +27,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from models.intops import signed_range, signed_width, ternary_accumulator_range, ternary_accumulator_width
+from models.intops import code_range, signed_range, signed_width
 from models.units import UnitKind
 
 from .layout import PayloadLayout
 
-__all__ = ["UnitParams", "TernaryMacParams", "BeatSchedule", "UNIT_PARAMS", "params_for_unit"]
+__all__ = ["params_from_options", "UnitParams", "EngineParams", "TernaryMacParams", "XnorPopcountParams", "BammParams",
+           "BinaryBasisParams", "Int8MacParams", "BeatSchedule", "Channel", "UNIT_PARAMS", "params_for_unit",
+           "ceil_div", "ceil_log2", "MAX_MACS_PER_CYCLE"]
 
 #: Largest ``lanes × rows`` a generator accepts; beyond it the payload and the design become impractical.
 MAX_MACS_PER_CYCLE = 1 << 16
@@ -30,6 +48,29 @@ def _int_field(name: str, value, lo: int, hi: int | None = None) -> int:
         raise ValueError(f"{name} must be {bound}, not {value!r}")
     return int(value)
 
+
+def _choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+    return value
+
+
+def _in_set(name: str, a: np.ndarray, allowed) -> None:
+    a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, not {a.dtype}")
+    bad = ~np.isin(a, allowed)
+    if bad.any():
+        raise ValueError(f"{name} holds {int(a[bad].flat[0])}; allowed values: {sorted(set(int(v) for v in allowed))}")
+
+
+def _in_range(name: str, a: np.ndarray, lo: int, hi: int) -> None:
+    a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, not {a.dtype}")
+    if a.size and (a.min() < lo or a.max() > hi):
+        bad = a[(a < lo) | (a > hi)].flat[0]
+        raise ValueError(f"{name} holds {int(bad)}, outside [{lo}, {hi}]")
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
@@ -54,8 +95,7 @@ class UnitParams:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown {cls.kind.value} parameter(s) {sorted(unknown)}; "
-                             f"known: {sorted(names)}")
+            raise ValueError(f"unknown {cls.kind.value} parameter(s) {sorted(unknown)}; known: {sorted(names)}")
         return cls(**d)
 
 
@@ -73,126 +113,134 @@ class BeatSchedule:
 
 
 @dataclass(frozen=True)
-class TernaryMacParams(UnitParams):
-    """Ternary-weight × signed-activation matrix-vector engine (BitNet b1.58, TernaryBERT linears).
+class Channel:
+    """One accumulator channel of a row: the sum over beats of ``terms`` lane terms in ``[lo, hi]`` each.
 
-    Each beat carries ``lanes`` activations and a ``rows × lanes`` block of ternary weights; the engine
-    forms the ``rows`` partial dot products in a ``lanes``-input adder tree per row and accumulates them
-    until a beat flagged ``last``, then emits the ``rows`` accumulators as one result beat.
+    ``per_row=False`` channels are shared by all rows (e.g. the number of valid lanes)."""
 
-    Parameters
-    ----------
-    lanes : reduction elements consumed per cycle (any positive integer).
+    name: str
+    lo: int
+    hi: int
+    terms: int
+    per_row: bool = True
+
+    def level_width(self, level: int) -> int:
+        """Signed width of a tree node at ``level`` (0 = the terms themselves)."""
+        n = min(1 << level, self.terms)
+        return signed_width(self.lo * n, self.hi * n)
+
+    def acc_width(self, max_k_beats: int) -> int:
+        """Width of the accumulator summing ``max_k_beats`` tree outputs."""
+        return signed_width(min(self.lo * self.terms, 0) * max_k_beats, max(self.hi * self.terms, 0) * max_k_beats)
+
+
+@dataclass(frozen=True)
+class EngineParams(UnitParams):
+    """Parameters shared by every stream dot-product engine.
+
+    lanes : reduction elements consumed per cycle.
     rows : output rows computed in parallel.
     max_k : longest reduction the accumulators are sized for.
-    act_bits : activation width (two's complement); 8 for b1.58.
-    tree_stages : register stages inside each adder tree, ``0 … ceil(log2(lanes))``;
-        ``None`` registers every tree level.
-    acc_width : accumulator width; ``None`` derives the narrowest width that cannot overflow for
-        ``max_k``. A narrower value is refused.
+    tree_stages : register stages inside each reduction tree, ``0 … tree_depth``; ``None`` registers every level.
     """
-
-    kind: ClassVar[UnitKind] = UnitKind.TERNARY_MAC
 
     lanes: int
     rows: int
     max_k: int = 4096
-    act_bits: int = 8
     tree_stages: int | None = None
-    acc_width: int | None = None
 
     def __post_init__(self):
         _int_field("lanes", self.lanes, 1)
         _int_field("rows", self.rows, 1)
         _int_field("max_k", self.max_k, 1)
-        _int_field("act_bits", self.act_bits, 2, 32)
         if self.lanes * self.rows > MAX_MACS_PER_CYCLE:
             raise ValueError(f"lanes × rows = {self.lanes} × {self.rows} = {self.lanes * self.rows} exceeds "
                              f"the generator limit of {MAX_MACS_PER_CYCLE} MACs per cycle")
-        depth = ceil_log2(self.lanes)
+        self._validate()
+        depth = self.tree_depth
         if self.tree_stages is None:
             object.__setattr__(self, "tree_stages", depth)
-        _int_field(f"tree_stages (lanes={self.lanes} gives a {depth}-level tree)", self.tree_stages, 0, depth)
-        needed = ternary_accumulator_width(self.max_k, self.act_bits)
-        if self.acc_width is None:
-            object.__setattr__(self, "acc_width", needed)
-        _int_field("acc_width", self.acc_width, 1, 64)
-        if self.acc_width < needed:
-            lo, hi = ternary_accumulator_range(self.max_k, self.act_bits)
-            raise ValueError(f"acc_width={self.acc_width} is too narrow for max_k={self.max_k} with "
-                             f"{self.act_bits}-bit activations: the sum spans [{lo}, {hi}] and needs "
-                             f"{needed} bits")
-        for name in ("lanes", "rows", "max_k", "act_bits", "tree_stages", "acc_width"):
-            object.__setattr__(self, name, int(getattr(self, name)))
+        _int_field(f"tree_stages ({self.tree_terms} terms give a {depth}-level tree)", self.tree_stages, 0, depth)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.integer):
+                object.__setattr__(self, f.name, int(v))
+
+    def _validate(self) -> None:
+        """Unit-specific checks; resolve derived fields with ``object.__setattr__``."""
 
     # -- structure ---------------------------------------------------------------------------------------
 
     @property
+    def tree_terms(self) -> int:
+        """Terms each reduction tree adds per beat."""
+        return self.lanes
+
+    @property
     def tree_depth(self) -> int:
-        """Adder levels in each row's reduction tree."""
-        return ceil_log2(self.lanes)
+        return ceil_log2(self.tree_terms)
 
     @property
     def registered_levels(self) -> tuple[int, ...]:
-        """Tree levels (1-based) followed by a register; ``tree_stages`` of them, spread evenly, the last
-        level always registered when any is."""
+        """Tree levels (1-based) followed by a register: ``tree_stages`` of them, spread evenly, the last level
+        always registered when any is."""
         d, s = self.tree_depth, self.tree_stages
         return tuple(lv for lv in range(1, d + 1) if (lv * s) // d > ((lv - 1) * s) // d) if d else ()
 
     @property
+    def pre_stages(self) -> int:
+        """Register stages between the operand register and the trees (gated products, a LUT build)."""
+        return 0
+
+    @property
+    def post_stages(self) -> int:
+        """Register stages between the accumulators and the result register (scale multiplication)."""
+        return 0
+
+    @property
     def latency(self) -> int:
-        """Cycles from an input handshake to the cycle its result can hand off: operand register,
-        ``tree_stages`` tree registers, output register."""
-        return self.tree_stages + 2
+        """Cycles from the handshake of a ``last`` beat to the cycle its result can hand off: operand register,
+        pre-stages, ``tree_stages`` tree registers, post-stages, result register. (Under the global stall every
+        register is one delay stage, wherever it sits.)"""
+        return 2 + self.pre_stages + self.tree_stages + self.post_stages
 
     @property
     def macs_per_cycle(self) -> int:
         return self.lanes * self.rows
 
-    def product_range(self) -> tuple[int, int]:
-        lo, _ = signed_range(self.act_bits)
-        return lo, -lo
-
-    def level_width(self, level: int) -> int:
-        """Signed width of a node at tree ``level`` (0 = lane products)."""
-        lo, hi = self.product_range()
-        n = min(1 << level, self.lanes)
-        return signed_width(lo * n, hi * n)
+    def channels(self) -> tuple[Channel, ...]:
+        raise NotImplementedError
 
     @property
     def module_name(self) -> str:
         """Verilog module name: every parameter that changes the netlist appears in it."""
-        return (f"ternary_mac_l{self.lanes}_r{self.rows}_k{self.max_k}_a{self.act_bits}"
-                f"_t{self.tree_stages}_w{self.acc_width}")
+        parts = [self.kind.value.replace("-", "_")]
+        for f in fields(self):
+            v = getattr(self, f.name)
+            parts.append(f"{_ABBREV.get(f.name, f.name)}{_short(v)}")
+        return "_".join(parts)
 
     # -- I/O contract -----------------------------------------------------------------------------------
 
     @property
     def operand_layout(self) -> PayloadLayout:
-        """``act[lanes]`` (signed), ``weight[rows][lanes]`` (2-bit codes), ``last``."""
-        return PayloadLayout.sequential(
-            ("act", self.act_bits, True, (self.lanes,)),
-            ("weight", 2, True, (self.rows, self.lanes)),
-            ("last", 1, False, ()),
-        )
+        raise NotImplementedError
 
     @property
     def result_layout(self) -> PayloadLayout:
-        """``acc[rows]``, signed ``acc_width`` bits each."""
-        return PayloadLayout.sequential(("acc", self.acc_width, True, (self.rows,)))
+        raise NotImplementedError
 
-    #: 2-bit weight code → the weight the RTL applies. Two's complement, so bit 1 is "negate" and bit 0
-    #: "non-zero"; the unused code 0b10 decodes as 0 (drivers must not send it).
-    WEIGHT_CODES: ClassVar[dict[int, int]] = {0b00: 0, 0b01: +1, 0b11: -1, 0b10: 0}
-    WEIGHT_CODES_VALID: ClassVar[frozenset[int]] = frozenset({0b00, 0b01, 0b11})
+    #: Weight-side planes per row (binary-basis: one per basis), None for plain [M, K] weights.
+    def weight_planes(self) -> int | None:
+        return None
 
     def check_problem(self, m: int, k: int, tokens: int) -> None:
         """Refuse a problem this engine cannot run, naming the value."""
         for name, v in (("M (output rows)", m), ("K (reduction length)", k), ("tokens", tokens)):
             _int_field(name, v, 1)
         if k > self.max_k:
-            raise ValueError(f"K={k} exceeds max_k={self.max_k} of this engine (its {self.acc_width}-bit "
-                             f"accumulators could overflow); regenerate with max_k >= {k}")
+            raise ValueError(f"K={k} exceeds max_k={self.max_k} of this engine (its accumulators could overflow); "
+                             f"regenerate with max_k >= {k}")
 
     def beats_per_reduction(self, k: int) -> int:
         return ceil_div(k, self.lanes)
@@ -201,7 +249,7 @@ class TernaryMacParams(UnitParams):
         return ceil_div(m, self.rows)
 
     def n_beats(self, m: int, k: int, tokens: int = 1) -> int:
-        """Operand beats for ``W[m, k] · X[tokens, k]ᵀ``: K padded to lanes, M padded to rows."""
+        """Operand beats for a ``[m, k]`` weight side and ``tokens`` activation vectors."""
         self.check_problem(m, k, tokens)
         return self.row_blocks(m) * tokens * self.beats_per_reduction(k)
 
@@ -216,47 +264,589 @@ class TernaryMacParams(UnitParams):
         rb, tok, kc = np.meshgrid(np.arange(nb), np.arange(nt), np.arange(nk), indexing="ij")
         return BeatSchedule(rb.ravel(), tok.ravel(), kc.ravel(), (kc == nk - 1).ravel())
 
-    def operand_beats(self, weight_codes: np.ndarray, act_codes: np.ndarray) -> dict[str, np.ndarray]:
-        """Materialise the beats of ``weight_codes[m, k] · act_codes[tokens, k]ᵀ`` as field arrays.
+    def _gather(self, weights: np.ndarray, acts: np.ndarray, *, pad_weight: int, pad_act: int):
+        """Cut ``weights`` ``[..., M, K]`` and ``acts`` ``[T, K]`` into beats.
 
-        Padding lanes carry activation 0 and weight 0; padding rows carry weight 0 (their results are
-        discarded by :meth:`collect_results`).
+        Returns ``(w [B, ..., rows, lanes], a [B, lanes], n_valid [B], schedule)``; K padding takes
+        ``pad_weight``/``pad_act``, M padding takes ``pad_weight`` (those rows' results are discarded).
         """
-        m, k = weight_codes.shape
-        tokens = act_codes.shape[0]
+        weights = np.asarray(weights)
+        acts = np.asarray(acts)
+        *lead, m, k = weights.shape
+        tokens = acts.shape[0]
+        if acts.ndim != 2 or acts.shape[1] != k:
+            raise ValueError(f"activations {acts.shape} and weights {weights.shape} do not share K")
         sched = self.schedule(m, k, tokens)
         L, R = self.lanes, self.rows
         nk = self.beats_per_reduction(k)
-        x_pad = np.zeros((tokens, nk * L), np.int64)
-        x_pad[:, :k] = act_codes
-        w_pad = np.zeros((self.row_blocks(m) * R, nk * L), np.int64)
-        w_pad[:m, :k] = weight_codes
-        act = x_pad.reshape(tokens, nk, L)[sched.token, sched.k_chunk]
-        weight = w_pad.reshape(-1, R, nk, L)[sched.row_block, :, sched.k_chunk, :]
-        return {"act": act, "weight": weight, "last": sched.last.astype(np.int64)}
+        a_pad = np.full((tokens, nk * L), pad_act, np.int64)
+        a_pad[:, :k] = acts
+        w_pad = np.full((*lead, self.row_blocks(m) * R, nk * L), pad_weight, np.int64)
+        w_pad[..., :m, :k] = weights
+        a = a_pad.reshape(tokens, nk, L)[sched.token, sched.k_chunk]
+        w_blocks = w_pad.reshape(*lead, -1, R, nk, L)                           # [..., nb, R, nk, L]
+        w_blocks = np.moveaxis(w_blocks, (-4, -2), (0, 1))                       # [nb, nk, ..., R, L]
+        w = w_blocks[sched.row_block, sched.k_chunk]
+        n_valid = np.minimum(L, k - sched.k_chunk * L)
+        return w, a, n_valid, sched
 
-    def collect_results(self, acc_beats: np.ndarray, m: int, k: int, tokens: int = 1) -> np.ndarray:
-        """Result beats ``[n_results, rows]`` in stream order → accumulators ``[tokens, m]``."""
+    def operand_beats(self, weights: np.ndarray, acts: np.ndarray) -> dict[str, np.ndarray]:
+        """Materialise the operand beats of a problem as field arrays (see each unit for its operands)."""
+        raise NotImplementedError
+
+    def check_operands(self, weights: np.ndarray, acts: np.ndarray, alpha=None) -> None:
+        """Refuse operands outside the unit's value sets, naming the first offending value."""
+        raise NotImplementedError
+
+
+    def collect_results(self, result_beats: np.ndarray, m: int, k: int, tokens: int = 1) -> np.ndarray:
+        """Result beats ``[n_results, ..., rows]`` in stream order → ``[tokens, ..., m]``."""
         nb = self.row_blocks(m)
         expected = nb * tokens
-        if acc_beats.shape != (expected, self.rows):
-            raise ValueError(f"expected {expected} result beats of {self.rows} accumulators, "
-                             f"got an array of shape {acc_beats.shape}")
+        if result_beats.shape[0] != expected or result_beats.shape[-1] != self.rows:
+            raise ValueError(f"expected {expected} result beats of {self.rows} rows, got an array of shape "
+                             f"{result_beats.shape}")
+        lead = result_beats.shape[1:-1]
         # Result beats come in (row block, token) order.
-        acc = acc_beats.reshape(nb, tokens, self.rows).transpose(1, 0, 2).reshape(tokens, nb * self.rows)
-        return acc[:, :m]
+        x = result_beats.reshape(nb, tokens, *lead, self.rows)
+        x = np.moveaxis(x, 0, -2).reshape(tokens, *lead, nb * self.rows)
+        return x[..., :m]
+
+    def finish(self, acc: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Result fields from final accumulator values (``[n, rows]`` per row channel, ``[n]`` per shared one),
+        exactly as the result stage of the RTL computes them."""
+        raise NotImplementedError
 
 
-UNIT_PARAMS: dict[UnitKind, type[UnitParams]] = {
+_ABBREV = {"lanes": "l", "rows": "r", "max_k": "k", "tree_stages": "t", "act_bits": "a", "acc_width": "w",
+           "zero_skip": "z", "threshold": "th", "identity": "id", "zero_policy": "zp", "n_bases": "n", "mode": "m",
+           "lut_group": "lut", "scale_bits": "s", "weight_bits": "wb"}
+
+
+def _short(v) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return str(v).replace("-", "").replace(".", "")
+
+
+def _acc_check(name: str, given: int | None, needed: int, why: str) -> int:
+    if given is None:
+        return needed
+    _int_field(name, given, 1, 64)
+    if given < needed:
+        raise ValueError(f"{name}={given} is too narrow: {why} needs {needed} bits")
+    return given
+
+
+# -- ternary-mac ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TernaryMacParams(EngineParams):
+    """Ternary-weight × signed-activation engine (BitNet b1.58, TernaryBERT, every {-1,0,+1} pass).
+
+    act_bits : activation width (two's complement); 8 for b1.58.
+    acc_width : accumulator width; ``None`` derives the narrowest width that cannot overflow for ``max_k``.
+    zero_skip : register each lane's product behind an enable that is low for zero weights (clock gating, so
+        zero weights cost no register toggles; one more pipeline stage). Results are identical.
+
+    Datapath: a lane term is ``(x XOR negate) AND nonzero`` — ``-x`` computed as ``~x + 1`` with the ``+1``s
+    counted in a second channel (``neg``) — so no lane needs a negation adder; ``acc = main + neg``.
+    """
+
+    kind: ClassVar[UnitKind] = UnitKind.TERNARY_MAC
+
+    act_bits: int = 8
+    acc_width: int | None = None
+    zero_skip: bool = False
+
+    #: 2-bit weight code → the weight the RTL applies. Two's complement, so bit 1 is "negate" and bit 0
+    #: "non-zero"; the unused code 0b10 decodes as 0 (drivers must not send it).
+    WEIGHT_CODES: ClassVar[dict[int, int]] = {0b00: 0, 0b01: +1, 0b11: -1, 0b10: 0}
+    WEIGHT_CODES_VALID: ClassVar[frozenset[int]] = frozenset({0b00, 0b01, 0b11})
+
+    def _validate(self):
+        _int_field("act_bits", self.act_bits, 2, 32)
+        if not isinstance(self.zero_skip, bool):
+            raise TypeError(f"zero_skip must be True or False, not {self.zero_skip!r}")
+        lo, hi = self.result_range()
+        object.__setattr__(self, "acc_width", _acc_check(
+            "acc_width", self.acc_width, signed_width(lo, hi),
+            f"max_k={self.max_k} with {self.act_bits}-bit activations (the sum spans [{lo}, {hi}])"))
+
+    def result_range(self) -> tuple[int, int]:
+        x_lo, _ = signed_range(self.act_bits)
+        return x_lo * self.max_k, -x_lo * self.max_k
+
+    @property
+    def pre_stages(self) -> int:
+        return 1 if self.zero_skip else 0
+
+    def channels(self) -> tuple[Channel, ...]:
+        lo, hi = signed_range(self.act_bits)
+        return (Channel("main", lo, hi, self.lanes), Channel("neg", 0, 1, self.lanes))
+
+    @property
+    def operand_layout(self) -> PayloadLayout:
+        """``act[lanes]`` (signed), ``weight[rows][lanes]`` (2-bit codes), ``last``."""
+        return PayloadLayout.sequential(
+            ("act", self.act_bits, True, (self.lanes,)),
+            ("weight", 2, True, (self.rows, self.lanes)),
+            ("last", 1, False, ()),
+        )
+
+    @property
+    def result_layout(self) -> PayloadLayout:
+        return PayloadLayout.sequential(("acc", self.acc_width, True, (self.rows,)))
+
+    def check_operands(self, weights, acts, alpha=None):
+        _in_range("ternary weights", weights, -1, 1)
+        _in_range(f"{self.act_bits}-bit activations", acts, *signed_range(self.act_bits))
+
+    def operand_beats(self, weights, acts):
+        """``weights`` ``[M, K]`` in {-1, 0, +1}, ``acts`` ``[T, K]`` signed; padding carries 0."""
+        self.check_operands(weights, acts)
+        w, a, _, sched = self._gather(weights, acts, pad_weight=0, pad_act=0)
+        return {"act": a, "weight": w, "last": sched.last.astype(np.int64)}
+
+    def finish(self, acc):
+        return {"acc": acc["main"] + acc["neg"]}
+
+
+# -- xnor-popcount -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class XnorPopcountParams(EngineParams):
+    """±1 × ±1 dot products by XNOR and popcount (BiBERT's binary linears and QKᵀ).
+
+    Bit 1 encodes +1, bit 0 encodes −1. ``dot = 2·popcount(XNOR) − n`` with ``n`` the valid lanes, sent with
+    each beat (``n_valid``); padding lanes must carry act 0 and weight 1 so their XNOR is 0.
+    threshold : also output BiBERT's ``bool(score)``: ``"strict"`` (score > 0, the official code),
+        ``"nonstrict"`` (score ≥ 0, the paper) or ``"none"``.
+    """
+
+    kind: ClassVar[UnitKind] = UnitKind.XNOR_POPCOUNT
+
+    threshold: str = "none"
+
+    def _validate(self):
+        _choice("threshold", self.threshold, ("none", "strict", "nonstrict"))
+
+    @property
+    def count_bits(self) -> int:
+        return (self.lanes).bit_length()
+
+    def channels(self) -> tuple[Channel, ...]:
+        return (Channel("pc", 0, 1, self.lanes), Channel("n", 0, self.lanes, 1, per_row=False))
+
+    @property
+    def dot_width(self) -> int:
+        return signed_width(-self.max_k, self.max_k)
+
+    @property
+    def operand_layout(self) -> PayloadLayout:
+        return PayloadLayout.sequential(
+            ("act", 1, False, (self.lanes,)),
+            ("weight", 1, False, (self.rows, self.lanes)),
+            ("n_valid", self.count_bits, False, ()),
+            ("last", 1, False, ()),
+        )
+
+    @property
+    def result_layout(self) -> PayloadLayout:
+        specs = [("dot", self.dot_width, True, (self.rows,))]
+        if self.threshold != "none":
+            specs.append(("bit", 1, False, (self.rows,)))
+        return PayloadLayout.sequential(*specs)
+
+    def check_operands(self, weights, acts, alpha=None):
+        # sign(0) cannot be a bit: a zero needs zero_policy "pos" or "neg" upstream
+        _in_set("xnor-popcount weights", weights, (-1, 1))
+        _in_set("xnor-popcount activations", acts, (-1, 1))
+
+    def operand_beats(self, weights, acts):
+        """``weights`` ``[M, K]`` and ``acts`` ``[T, K]`` in {-1, +1}."""
+        self.check_operands(weights, acts)
+        w, a, n_valid, sched = self._gather((np.asarray(weights) > 0).astype(np.int64),
+                                            (np.asarray(acts) > 0).astype(np.int64), pad_weight=1, pad_act=0)
+        return {"act": a, "weight": w, "n_valid": n_valid, "last": sched.last.astype(np.int64)}
+
+    def finish(self, acc):
+        dot = 2 * acc["pc"] - acc["n"][:, None]
+        out = {"dot": dot}
+        if self.threshold == "strict":
+            out["bit"] = (dot > 0).astype(np.int64)
+        elif self.threshold == "nonstrict":
+            out["bit"] = (dot >= 0).astype(np.int64)
+        return out
+
+
+# -- bamm ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BammParams(EngineParams):
+    """BiBERT's BAMM: attention bits ``a ∈ {0,1}`` × values ``v ∈ ±1`` (bit 1 = +1), ``count = a·v``.
+
+    Rows are value columns (d_h outputs), the reduction runs over keys.
+    identity : ``"and"``: ``2·popcount(a AND v') − popcount(a)``; ``"xnor"``: ``popcount(XNOR(a, v')) +
+        popcount(v') − n`` (the XNOR-popcount dot plus the column sum of v, halved). Padding: ``"and"`` takes
+        a = 0; ``"xnor"`` takes a = 1, v = 0 and counts only ``n_valid`` lanes.
+    zero_policy : sign of a zero count in the ``sign`` output: ``"torch"`` (0, the official code), ``"pos"``,
+        ``"neg"``.
+    """
+
+    kind: ClassVar[UnitKind] = UnitKind.BAMM
+
+    identity: str = "and"
+    zero_policy: str = "torch"
+
+    def _validate(self):
+        _choice("identity", self.identity, ("and", "xnor"))
+        _choice("zero_policy", self.zero_policy, ("torch", "pos", "neg"))
+
+    @property
+    def count_bits(self) -> int:
+        return (self.lanes).bit_length()
+
+    def channels(self) -> tuple[Channel, ...]:
+        if self.identity == "and":
+            return (Channel("and", 0, 1, self.lanes), Channel("a", 0, 1, self.lanes, per_row=False))
+        return (Channel("xnor", 0, 1, self.lanes), Channel("v", 0, 1, self.lanes),
+                Channel("n", 0, self.lanes, 1, per_row=False))
+
+    @property
+    def count_width(self) -> int:
+        return signed_width(-self.max_k, self.max_k)
+
+    @property
+    def operand_layout(self) -> PayloadLayout:
+        specs = [("a", 1, False, (self.lanes,)), ("v", 1, False, (self.rows, self.lanes))]
+        if self.identity == "xnor":
+            specs.append(("n_valid", self.count_bits, False, ()))
+        specs.append(("last", 1, False, ()))
+        return PayloadLayout.sequential(*specs)
+
+    @property
+    def result_layout(self) -> PayloadLayout:
+        return PayloadLayout.sequential(("count", self.count_width, True, (self.rows,)),
+                                        ("sign", 2, True, (self.rows,)))
+
+    def check_operands(self, weights, acts, alpha=None):
+        _in_set("bamm values", weights, (-1, 1))       # a zero sign of V needs zero_policy pos or neg upstream
+        _in_set("bamm attention bits", acts, (0, 1))
+
+    def operand_beats(self, weights, acts):
+        """``weights`` = values ``[M=d_h, K=keys]`` in ±1 (transposed V), ``acts`` = bits ``[T=queries, K]``."""
+        self.check_operands(weights, acts)
+        pad_a = 0 if self.identity == "and" else 1
+        w, a, n_valid, sched = self._gather((np.asarray(weights) > 0).astype(np.int64), np.asarray(acts, np.int64),
+                                            pad_weight=0, pad_act=pad_a)
+        out = {"a": a, "v": w}
+        if self.identity == "xnor":
+            out["n_valid"] = n_valid
+        out["last"] = sched.last.astype(np.int64)
+        return out
+
+    def finish(self, acc):
+        if self.identity == "and":
+            count = 2 * acc["and"] - acc["a"][:, None]
+        else:
+            count = acc["xnor"] + acc["v"] - acc["n"][:, None]
+        zero = {"torch": 0, "pos": 1, "neg": -1}[self.zero_policy]
+        return {"count": count, "sign": np.where(count > 0, 1, np.where(count < 0, -1, zero))}
+
+
+# -- binary-basis --------------------------------------------------------------------------------------------
+
+BILLM_GROUPS = ("concentrated", "sparse", "salient")
+
+
+@dataclass(frozen=True)
+class BinaryBasisParams(EngineParams):
+    """Adder-only binary-basis engine (QBB; BiLLM's groups): sign-controlled sums of multi-bit activations.
+
+    mode : ``"bases"`` (QBB): ``n_bases`` bit planes per row, ``S_i = Σ_j B_ij·x_j`` with ``B ∈ ±1``;
+        ``"billm"``: per element a group (0 concentrated, 1 sparse, 2 salient) and two sign bits (the salient
+        group's second-order residual uses the second), giving per row the signed sums ``S_g`` of each group, the
+        salient second-order sum, and the plain group sums ``M_g`` for BiLLM's mean terms.
+    act_bits : activation width (two's complement).
+    lut_group : 0 for the direct datapath; μ > 0 builds, per beat and per group of μ lanes, the 2^μ partial sums
+        of the activations (LUT-GEMM / T-MAC) and lets every basis row look its sum up by its μ bits (one more
+        pipeline stage; ``"bases"`` mode only; lanes must be a multiple of μ).
+    scale_bits : 0 outputs the per-basis sums; s > 0 also reads fixed-point scales ``alpha[n_bases][rows]``
+        (signed, s bits) on the ``last`` beat and outputs ``y = Σ_i alpha_i·S_i`` — N multiplications per output
+        (``"bases"`` mode only; one more pipeline stage).
+    acc_width : width of each accumulator; ``None`` derives it from ``max_k``.
+
+    Every sum uses ``Σ_j B_j·x_j = 2·Σ_{B_j=+1} x_j − Σ_j x_j``: a masked sum (an AND per bit, no negation) per
+    plane and one plain sum shared by all planes.
+    """
+
+    kind: ClassVar[UnitKind] = UnitKind.BINARY_BASIS
+
+    act_bits: int = 8
+    n_bases: int = 4
+    mode: str = "bases"
+    lut_group: int = 0
+    scale_bits: int = 0
+    acc_width: int | None = None
+
+    def _validate(self):
+        _int_field("act_bits", self.act_bits, 2, 32)
+        _choice("mode", self.mode, ("bases", "billm"))
+        _int_field("n_bases", self.n_bases, 1, 16)
+        if self.mode == "billm" and self.n_bases != 4:
+            raise ValueError(f"billm mode has 4 signed sums per row (three groups and the salient residual); "
+                             f"n_bases must be 4, not {self.n_bases}")
+        _int_field("lut_group", self.lut_group, 0, 6)
+        _int_field("scale_bits", self.scale_bits, 0, 32)
+        if self.lut_group:
+            if self.mode != "bases":
+                raise ValueError(f"lut_group={self.lut_group} needs mode 'bases', not {self.mode!r}")
+            if self.lanes % self.lut_group:
+                raise ValueError(f"lanes={self.lanes} is not a multiple of lut_group={self.lut_group}")
+        if self.scale_bits and self.mode != "bases":
+            raise ValueError(f"scale_bits={self.scale_bits} needs mode 'bases', not {self.mode!r}")
+        object.__setattr__(self, "acc_width", _acc_check(
+            "acc_width", self.acc_width, signed_width(-self.sum_bound, self.sum_bound),
+            f"max_k={self.max_k} with {self.act_bits}-bit activations"))
+
+    @property
+    def tree_terms(self) -> int:
+        return self.lanes // self.lut_group if self.lut_group else self.lanes
+
+    @property
+    def pre_stages(self) -> int:
+        return 1 if self.lut_group else 0
+
+    @property
+    def post_stages(self) -> int:
+        return 1 if self.scale_bits else 0
+
+    @property
+    def planes(self) -> tuple[str, ...]:
+        """Signed-sum outputs per row."""
+        if self.mode == "bases":
+            return tuple(f"s{i}" for i in range(self.n_bases))
+        return ("concentrated", "sparse", "salient", "salient_o2")
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.lanes * self.rows * len(self.planes)
+
+    def channels(self) -> tuple[Channel, ...]:
+        lo, hi = signed_range(self.act_bits)
+        t = self.tree_terms
+        # a lane term is x or 0; with a LUT, a term is the sum of a group of μ lanes' terms
+        mu = self.lut_group or 1
+        term = (min(lo, 0) * mu, max(hi, 0) * mu)
+        if self.mode == "bases":
+            return (*(Channel(f"p{i}", *term, t) for i in range(self.n_bases)),
+                    Channel("total", lo * mu, hi * mu, t, per_row=False))
+        masked = [Channel(f"p_{g}", lo, hi, self.lanes) for g in (*BILLM_GROUPS, "salient_o2")]
+        plain = [Channel(f"m_{g}", lo, hi, self.lanes) for g in BILLM_GROUPS]
+        return (*masked, *plain)
+
+    @property
+    def sum_bound(self) -> int:
+        """|S| of any signed sum over ``max_k`` elements."""
+        return -signed_range(self.act_bits)[0] * self.max_k
+
+    @property
+    def y_width(self) -> int:
+        if not self.scale_bits:
+            return 0
+        bound = self.n_bases * self.sum_bound * (1 << (self.scale_bits - 1))
+        return signed_width(-bound, bound)
+
+    @property
+    def operand_layout(self) -> PayloadLayout:
+        specs = [("act", self.act_bits, True, (self.lanes,))]
+        if self.mode == "bases":
+            specs.append(("bases", 1, False, (self.n_bases, self.rows, self.lanes)))
+            if self.scale_bits:
+                specs.append(("alpha", self.scale_bits, True, (self.n_bases, self.rows)))
+        else:
+            specs += [("group", 2, False, (self.rows, self.lanes)), ("sign", 1, False, (self.rows, self.lanes)),
+                      ("sign2", 1, False, (self.rows, self.lanes))]
+        specs.append(("last", 1, False, ()))
+        return PayloadLayout.sequential(*specs)
+
+    @property
+    def result_layout(self) -> PayloadLayout:
+        specs = [("sums", self.acc_width, True, (len(self.planes), self.rows))]
+        if self.mode == "billm":
+            specs.append(("means", self.acc_width, True, (len(BILLM_GROUPS), self.rows)))
+        if self.scale_bits:
+            specs.append(("y", self.y_width, True, (self.rows,)))
+        return PayloadLayout.sequential(*specs)
+
+    def weight_planes(self) -> int | None:
+        return self.n_bases if self.mode == "bases" else 3
+
+    def check_operands(self, weights, acts, alpha=None):
+        weights = np.asarray(weights)
+        if weights.ndim != 3 or weights.shape[0] != self.weight_planes():
+            raise ValueError(f"binary-basis ({self.mode}) weights must be [{self.weight_planes()}, M, K], not "
+                             f"{weights.shape}")
+        if self.mode == "bases":
+            _in_set("binary-basis bases", weights, (-1, 1))
+        else:
+            _in_set("billm groups (0 concentrated, 1 sparse, 2 salient)", weights[0], (0, 1, 2))
+            _in_set("billm signs", weights[1:], (-1, 1))
+        _in_range(f"{self.act_bits}-bit activations", acts, *signed_range(self.act_bits))
+        if self.scale_bits:
+            if alpha is None:
+                raise ValueError(f"scale_bits={self.scale_bits} needs alpha [n_bases, M]")
+            alpha = np.asarray(alpha)
+            if alpha.shape != (self.n_bases, weights.shape[1]):
+                raise ValueError(f"alpha must be [{self.n_bases}, {weights.shape[1]}], not {alpha.shape}")
+            _in_range(f"{self.scale_bits}-bit scales alpha", alpha, *signed_range(self.scale_bits))
+        elif alpha is not None:
+            raise ValueError("alpha is only read by an engine with scale_bits > 0")
+
+    def operand_beats(self, weights, acts, alpha=None):
+        """``"bases"``: ``weights`` ``[N, M, K]`` in ±1. ``"billm"``: ``weights`` ``[3, M, K]`` = (group 0/1/2,
+        sign ±1, second sign ±1 — only read in the salient group). ``acts`` ``[T, K]`` signed. ``alpha``
+        ``[N, M]`` fixed-point scales when ``scale_bits`` > 0."""
+        weights = np.asarray(weights)
+        self.check_operands(weights, acts, alpha)
+        if self.mode == "bases":
+            bits = (weights > 0).astype(np.int64)
+        else:
+            bits = np.stack([weights[0], weights[1] > 0, weights[2] > 0]).astype(np.int64)
+        w, a, _, sched = self._gather(bits, acts, pad_weight=0, pad_act=0)
+        out = {"act": a}
+        if self.mode == "bases":
+            out["bases"] = w
+            if self.scale_bits:
+                alpha = np.asarray(alpha, np.int64)
+                m = weights.shape[1]
+                a_pad = np.zeros((self.n_bases, self.row_blocks(m) * self.rows), np.int64)
+                a_pad[:, :m] = alpha
+                out["alpha"] = a_pad.reshape(self.n_bases, -1, self.rows)[:, sched.row_block].transpose(1, 0, 2)
+        else:
+            out["group"], out["sign"], out["sign2"] = w[:, 0], w[:, 1], w[:, 2]
+        out["last"] = sched.last.astype(np.int64)
+        return out
+
+    def finish(self, acc, alpha=None):
+        if self.mode == "bases":
+            sums = np.stack([2 * acc[f"p{i}"] - acc["total"][:, None] for i in range(self.n_bases)], axis=1)
+            out = {"sums": sums}
+            if self.scale_bits:
+                out["y"] = (alpha * sums).sum(1)
+            return out
+        sums = [2 * acc[f"p_{g}"] - acc[f"m_{g}"] for g in BILLM_GROUPS]
+        sums.append(2 * acc["p_salient_o2"] - acc["m_salient"])
+        return {"sums": np.stack(sums, axis=1), "means": np.stack([acc[f"m_{g}"] for g in BILLM_GROUPS], axis=1)}
+
+
+# -- int8-mac ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Int8MacParams(EngineParams):
+    """Signed × signed multiply-accumulate baseline (TernaryBERT's attention, the W8A8 baseline).
+
+    act_bits, weight_bits : operand widths (8 and 8 by default).
+    acc_width : ``None`` derives it from ``max_k``.
+    """
+
+    kind: ClassVar[UnitKind] = UnitKind.INT8_MAC
+
+    act_bits: int = 8
+    weight_bits: int = 8
+    acc_width: int | None = None
+
+    def _validate(self):
+        _int_field("act_bits", self.act_bits, 2, 16)
+        _int_field("weight_bits", self.weight_bits, 2, 16)
+        lo, hi = self.product_range()
+        object.__setattr__(self, "acc_width", _acc_check(
+            "acc_width", self.acc_width, signed_width(lo * self.max_k, hi * self.max_k),
+            f"max_k={self.max_k} with {self.act_bits}×{self.weight_bits}-bit products"))
+
+    def product_range(self) -> tuple[int, int]:
+        a, w = code_range(self.act_bits), code_range(self.weight_bits)
+        p = [x * y for x in a for y in w]
+        return min(p), max(p)
+
+    def channels(self) -> tuple[Channel, ...]:
+        return (Channel("main", *self.product_range(), self.lanes),)
+
+    @property
+    def operand_layout(self) -> PayloadLayout:
+        return PayloadLayout.sequential(
+            ("act", self.act_bits, True, (self.lanes,)),
+            ("weight", self.weight_bits, True, (self.rows, self.lanes)),
+            ("last", 1, False, ()),
+        )
+
+    @property
+    def result_layout(self) -> PayloadLayout:
+        return PayloadLayout.sequential(("acc", self.acc_width, True, (self.rows,)))
+
+    def check_operands(self, weights, acts, alpha=None):
+        _in_range(f"{self.weight_bits}-bit weights", weights, *signed_range(self.weight_bits))
+        _in_range(f"{self.act_bits}-bit activations", acts, *signed_range(self.act_bits))
+
+    def operand_beats(self, weights, acts):
+        self.check_operands(weights, acts)
+        w, a, _, sched = self._gather(weights, acts, pad_weight=0, pad_act=0)
+        return {"act": a, "weight": w, "last": sched.last.astype(np.int64)}
+
+    def finish(self, acc):
+        return {"acc": acc["main"]}
+
+
+UNIT_PARAMS: dict[UnitKind, type[EngineParams]] = {
     UnitKind.TERNARY_MAC: TernaryMacParams,
+    UnitKind.XNOR_POPCOUNT: XnorPopcountParams,
+    UnitKind.BAMM: BammParams,
+    UnitKind.BINARY_BASIS: BinaryBasisParams,
+    UnitKind.INT8_MAC: Int8MacParams,
 }
 
 
-def params_for_unit(name: str) -> type[UnitParams]:
+def params_for_unit(name: str) -> type[EngineParams]:
     """The parameter class of a unit given by its command-line name."""
     kind = UnitKind.parse(name)
     try:
         return UNIT_PARAMS[kind]
     except KeyError:
         have = ", ".join(k.value for k in UNIT_PARAMS)
-        raise ValueError(f"unit {name!r} has no generator yet; available: {have}") from None
+        raise ValueError(f"unit {name!r} has no generator; available: {have}") from None
+
+
+def _convert(cls, name: str, text):
+    """A command-line string for field ``name`` of ``cls`` as that field's type."""
+    if not isinstance(text, str):
+        return text
+    field_type = {f.name: f.type for f in fields(cls)}[name]
+    type_text = str(field_type)
+    if text.lower() in ("none", "null") and "None" in type_text:
+        return None
+    if "bool" in type_text:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{cls.kind.value} parameter {name} must be true or false, not {text!r}")
+    if "int" in type_text:
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise ValueError(f"{cls.kind.value} parameter {name} must be an integer, not {text!r}") from None
+    return text
+
+
+def params_from_options(unit: str, **options) -> EngineParams:
+    """A unit's parameter object from option values (strings from a command line are converted to the field's
+    type); unknown names are refused with the list of the unit's parameters. ``None`` values are left out, so a
+    caller can pass every common option and let the unit's defaults stand."""
+    cls = params_for_unit(unit)
+    names = {f.name for f in fields(cls)}
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.kind.value} parameter(s) {unknown}; its parameters are {sorted(names)}")
+    return cls(**{k: _convert(cls, k, v) for k, v in given.items()})

@@ -7,7 +7,7 @@ from amaranth.lib import data
 
 from .layout import PayloadLayout
 
-__all__ = ["amaranth_layout", "pipelined_tree"]
+__all__ = ["amaranth_layout", "pipelined_tree", "delay"]
 
 
 def amaranth_layout(layout: PayloadLayout) -> data.StructLayout:
@@ -21,19 +21,21 @@ def amaranth_layout(layout: PayloadLayout) -> data.StructLayout:
     return data.StructLayout(members)
 
 
-def pipelined_tree(m: Module, terms: list[Value], *, level_width: Callable[[int], int],
+def pipelined_tree(m: Module, terms: list[Value], *, depth: int, level_width: Callable[[int], int],
                    registered_levels: Iterable[int], enable: Value, name: str) -> Value:
-    """Sum ``terms`` in a balanced binary adder tree, registering the levels in ``registered_levels``.
+    """Sum ``terms`` in a balanced binary adder tree of ``depth`` levels, registering ``registered_levels``.
 
-    Level ``l`` nodes are ``level_width(l)``-bit signed; an odd node out passes to the next level
-    unchanged. Registered levels load only when ``enable`` is high, so the tree stalls with the rest of
-    the pipeline. Returns the root (the single term itself when there is only one).
+    Level ``l`` nodes are ``level_width(l)``-bit signed; an odd node out passes to the next level unchanged, and
+    a tree with fewer terms than ``2^depth`` passes its root on through the remaining levels, so every tree of
+    an engine has the same number of registers and their outputs line up. Registered levels load only when
+    ``enable`` is high, so the tree stalls with the rest of the pipeline.
     """
     registered = set(registered_levels)
-    nodes, level = list(terms), 0
+    if len(terms) > (1 << depth):
+        raise ValueError(f"{len(terms)} terms do not fit a {depth}-level tree")
+    nodes = list(terms)
     loads = []
-    while len(nodes) > 1:
-        level += 1
+    for level in range(1, depth + 1):
         width = level_width(level)
         nxt = []
         for i in range(0, len(nodes), 2):
@@ -49,3 +51,13 @@ def pipelined_tree(m: Module, terms: list[Value], *, level_width: Callable[[int]
         with m.If(enable):
             m.d.sync += loads
     return nodes[0]
+
+
+def delay(m: Module, value: Value, stages: int, *, enable: Value, name: str) -> Value:
+    """``value`` delayed by ``stages`` registers that load when ``enable`` is high."""
+    for i in range(stages):
+        reg = Signal.like(value, name=f"{name}_d{i}")
+        with m.If(enable):
+            m.d.sync += reg.eq(value)
+        value = reg
+    return value

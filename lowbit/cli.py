@@ -85,12 +85,21 @@ def _save_npz_atomic(path: Path, **arrays) -> None:
 
 # -- lowbit verilog ---------------------------------------------------------------------------------------
 
-def _cmd_verilog(args) -> int:
-    from hw.params import params_for_unit
+def _unit_params(args):
+    """The unit's parameter object from the common flags and ``--param key=value`` options."""
+    from hw.params import params_from_options
 
-    cls = params_for_unit(args.unit)
-    params = cls(lanes=args.lanes, rows=args.rows, max_k=args.max_k, act_bits=args.act_bits,
-                 tree_stages=args.tree_stages, acc_width=args.acc_width)
+    options = {"lanes": args.lanes, "rows": args.rows, "max_k": args.max_k, "tree_stages": args.tree_stages}
+    for item in args.param or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--param {item!r} is not key=value")
+        options[key.strip().replace("-", "_")] = value.strip()
+    return params_from_options(args.unit, **options)
+
+
+def _cmd_verilog(args) -> int:
+    params = _unit_params(args)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UsageError(f"output path {str(out)!r} exists and is not a directory")
@@ -100,8 +109,7 @@ def _cmd_verilog(args) -> int:
     start = time.perf_counter()
     unit = write_unit(params, out)
     print(f"wrote {unit.verilog_path} and {unit.manifest_path.name} "
-          f"({params.macs_per_cycle} MACs/cycle, latency {params.latency}, {params.acc_width}-bit accumulators) "
-          f"in {time.perf_counter() - start:.1f} s")
+          f"({params.macs_per_cycle} MACs/cycle, latency {params.latency}) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -125,11 +133,13 @@ def _cmd_simulate_linear(args) -> int:
     else:
         result = simulate_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
     names, acc = result.stacked_acc()
+    runs = list(result.job_cycles)
     _save_npz_atomic(out, y=result.y, acc=acc, acc_names=np.array(names), cycles=np.int64(result.cycles),
-                     pass_cycles=np.array([result.pass_cycles[n] for n in names], np.int64),
+                     unit=np.str_(result.params.kind.value), runs=np.array(runs),
+                     run_cycles=np.array([result.job_cycles[n] for n in runs], np.int64),
                      backend=np.str_(result.backend), scheme=np.str_(result.scheme),
                      lanes=np.int64(args.lanes), rows=np.int64(args.rows))
-    print(f"{result.backend}: {result.macs:,} MACs in {result.cycles:,} cycles "
+    print(f"{result.backend} on {result.params.kind.value}: {result.macs:,} MACs in {result.cycles:,} cycles "
           f"(utilisation {result.utilisation:.1%}) → {out}")
     return 0
 
@@ -156,7 +166,7 @@ def _cmd_report_linear(args) -> int:
     weight = (torch.randn(args.out_features, args.in_features, generator=g) * 0.02).numpy()
     x = torch.randn(args.tokens, args.in_features, generator=g).numpy()
     check_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
-    _, params = prepare_linear(args.scheme, weight, x[:1], lanes=args.lanes, rows=args.rows)
+    _, params, _ = prepare_linear(args.scheme, weight, x[:1], lanes=args.lanes, rows=args.rows)
 
     t0 = time.perf_counter()
     unit = write_unit(params, out / "verilog")
@@ -281,10 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("unit", choices=units, help="unit to generate")
     _engine_args(v)
     v.add_argument("--max-k", type=_positive_int, default=4096, help="longest reduction (sizes accumulators)")
-    v.add_argument("--act-bits", type=_positive_int, default=8, help="activation width")
     v.add_argument("--tree-stages", type=_non_negative_int, default=None,
                    help="register stages in each adder tree (default: every level)")
-    v.add_argument("--acc-width", type=_positive_int, default=None, help="accumulator width (default: derived)")
+    v.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a unit-specific parameter (act_bits, acc_width, zero_skip, threshold, identity, "
+                        "zero_policy, n_bases, mode, lut_group, scale_bits, weight_bits; see docs/units.md)")
     v.add_argument("-o", "--output", required=True, help="output directory")
     v.set_defaults(func=_cmd_verilog)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from hw.contract import CYCLE_COUNT_DEFINITION
-from sim.linear import LinearResult, combine_passes
+from sim.linear import LinearResult, combine_runs
 
 from .io import write_text_atomic
 
@@ -40,7 +40,7 @@ class RtlCheck:
 def formula_cycles(r: LinearResult) -> int:
     """The closed-form cycle count of the run (full throughput), for comparison with the stepped one."""
     p = r.params
-    return combine_passes(p, {q.name: p.cycles(q.out_features, q.k, q.tokens) for q in r.view.passes})
+    return combine_runs(p, {j.name: p.cycles(j.m, j.k, r.tokens) for j in r.jobs})
 
 
 def _row(name: str, r: LinearResult) -> dict:

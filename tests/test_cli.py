@@ -10,7 +10,7 @@ import torch
 from lowbit.cli import main
 from models import bitnet
 from reports.linear import COLUMNS
-from sim.linear import engine_for_view
+from sim.linear import plan
 
 
 def _run(argv, capsys):
@@ -31,8 +31,8 @@ def test_verilog_command(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["--lanes", "0"], "argument --lanes: expected a positive integer, got '0'"),
     (["--rows", "2.5"], "argument --rows: expected a positive integer, got '2.5'"),
-    (["--tree-stages", "9"], "tree_stages (lanes=64 gives a 6-level tree) must be in [0, 6], not 9"),
-    (["--max-k", "4096", "--acc-width", "12"], "acc_width=12 is too narrow for max_k=4096"),
+    (["--tree-stages", "9"], "tree_stages (64 terms give a 6-level tree) must be in [0, 6], not 9"),
+    (["--max-k", "4096", "--param", "acc_width=12"], "acc_width=12 is too narrow: max_k=4096"),
 ])
 def test_verilog_refuses_bad_parameters(tmp_path, capsys, argv, message):
     out_dir = tmp_path / "v"
@@ -45,9 +45,35 @@ def test_verilog_refuses_bad_parameters(tmp_path, capsys, argv, message):
     assert not out_dir.exists()
 
 
-def test_verilog_refuses_units_without_generator(tmp_path, capsys):
-    code, _, err = _run(["verilog", "bamm", "-o", tmp_path / "v"], capsys)
-    assert code == 2 and "unit 'bamm' has no generator yet" in err
+@pytest.mark.parametrize("unit,params", [("xnor-popcount", ["threshold=strict"]), ("bamm", ["identity=xnor"]),
+                                         ("binary-basis", ["n_bases=2", "lut_group=2"]), ("int8-mac", []),
+                                         ("ternary-mac", ["zero_skip=true", "act_bits=4"])])
+def test_verilog_every_unit(tmp_path, capsys, unit, params):
+    argv = ["verilog", unit, "--lanes", 4, "--rows", 2, "--max-k", 16, "-o", tmp_path]
+    for p in params:
+        argv += ["--param", p]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    [manifest] = tmp_path.glob("*.json")
+    m = json.loads(manifest.read_text())
+    assert m["unit"] == unit
+    for p in params:
+        key, value = p.split("=")
+        assert str(m["parameters"][key]).lower() == value
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["verilog", "bamm", "--param", "act_bits=8"], "unknown bamm parameter(s) ['act_bits']"),
+    (["verilog", "bamm", "--param", "identity=or"], "identity must be one of 'and', 'xnor', not 'or'"),
+    (["verilog", "binary-basis", "--param", "n_bases=two"], "binary-basis parameter n_bases must be an integer"),
+    (["verilog", "binary-basis", "--param", "mode=billm", "--param", "lut_group=2"], "needs mode 'bases'"),
+    (["verilog", "ternary-mac", "--param", "zero_skip=maybe"], "zero_skip must be true or false"),
+    (["verilog", "ternary-mac", "--param", "act_bits"], "is not key=value"),
+])
+def test_verilog_refuses_bad_unit_parameters(tmp_path, capsys, argv, message):
+    code, _, err = _run([*argv, "-o", tmp_path / "v"], capsys)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "v").exists()
 
 
 @pytest.fixture
@@ -151,8 +177,8 @@ def test_report_refuses_more_rtl_tokens_than_tokens(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("scheme", ["bitnet-v1", "bibert", "ternarybert", "ternarybert:act_mode=minmax", "billm",
-                                    "qbb", "qbb:n_bases=2"])
+@pytest.mark.parametrize("scheme", ["bitnet-v1", "bibert:zero_policy=pos", "ternarybert",
+                                    "ternarybert:act_mode=minmax", "billm", "qbb", "qbb:n_bases=2", "int8"])
 def test_simulate_linear_accepts_every_scheme(layer, capsys, scheme):
     from models.schemes import get_scheme
 
@@ -168,9 +194,10 @@ def test_simulate_linear_accepts_every_scheme(layer, capsys, scheme):
     for i, p in enumerate(view.passes):
         np.testing.assert_array_equal(acc[i], p.accumulate())
     np.testing.assert_array_equal(res["y"], view.output())
-    # Passes stream back to back: one pipeline latency in total, not one per pass.
-    latency = engine_for_view(view, lanes=8, rows=4).latency
-    assert int(res["cycles"]) == sum(int(c) for c in res["pass_cycles"]) - (len(names) - 1) * latency
+    # Engine runs stream back to back: one pipeline latency in total, not one per run.
+    params, jobs = plan(view, lanes=8, rows=4)
+    assert str(res["unit"]) == view.unit.value == params.kind.value
+    assert int(res["cycles"]) == sum(int(c) for c in res["run_cycles"]) - (len(jobs) - 1) * params.latency
 
 
 def test_simulate_linear_multi_pass_on_rtl(layer, capsys):
@@ -180,12 +207,22 @@ def test_simulate_linear_multi_pass_on_rtl(layer, capsys):
     assert _run([*common, "--out", d / "sim.npz"], capsys)[0] == 0
     assert _run([*common, "--rtl", "--out", d / "rtl.npz"], capsys)[0] == 0
     sim, rtl = np.load(d / "sim.npz"), np.load(d / "rtl.npz")
-    for field in ("y", "acc", "cycles", "pass_cycles"):
+    for field in ("y", "acc", "cycles", "run_cycles", "unit"):
         np.testing.assert_array_equal(rtl[field], sim[field])
 
 
+def test_bibert_zero_signs_need_a_zero_policy_on_the_xnor_engine(layer, capsys):
+    d, _, x = layer
+    x = x.copy()
+    x[1, 3] = 0.0                                  # sign(0) = 0 under the official code's torch.sign
+    np.save(d / "X0.npy", x)
+    argv = ["simulate", "linear", "--weights", d / "W.npy", "--inputs", d / "X0.npy", "--lanes", 8, "--rows", 4]
+    code, _, err = _run([*argv, "--scheme", "bibert", "--out", d / "Y.npz"], capsys)
+    assert code == 2 and "1 zero activation sign(s)" in err and "bibert:zero_policy=pos" in err
+    assert _run([*argv, "--scheme", "bibert:zero_policy=pos", "--out", d / "Y.npz"], capsys)[0] == 0
+
+
 @pytest.mark.parametrize("scheme,message", [
-    ("int8", "it needs the int8-mac engine"),
     ("fp32", "keeps its linears in floating point"),
     ("qbb:n_bases=zero", "qbb needs n_bases >= 1, not 'zero'"),
     ("qbb:n_bases", "is not key=value"),

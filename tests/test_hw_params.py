@@ -19,10 +19,10 @@ from hw.rtl import amaranth_layout
     (dict(lanes=4, rows="2"), r"rows must be an integer, not '2'"),
     (dict(lanes=4, rows=2, max_k=0), r"max_k must be >= 1, not 0"),
     (dict(lanes=4, rows=2, act_bits=1), r"act_bits must be in \[2, 32\], not 1"),
-    (dict(lanes=8, rows=2, tree_stages=4), r"tree_stages \(lanes=8 gives a 3-level tree\) must be in \[0, 3\], not 4"),
+    (dict(lanes=8, rows=2, tree_stages=4), r"tree_stages \(8 terms give a 3-level tree\) must be in \[0, 3\], not 4"),
     (dict(lanes=4, rows=2, max_k=4096, acc_width=20),
-     r"acc_width=20 is too narrow for max_k=4096 with 8-bit activations: the sum spans \[-524288, 524288\] "
-     r"and needs 21 bits"),
+     r"acc_width=20 is too narrow: max_k=4096 with 8-bit activations \(the sum spans \[-524288, 524288\]\) "
+     r"needs 21 bits"),
     (dict(lanes=4096, rows=32), r"lanes × rows = 4096 × 32 = 131072 exceeds"),
 ])
 def test_invalid_parameters_are_refused(kwargs, message):
@@ -55,10 +55,14 @@ def test_registered_levels_spread_over_tree(lanes):
 
 def test_level_widths_hold_their_sums():
     p = TernaryMacParams(lanes=12, rows=1)
+    main, neg = p.channels()
     for level in range(p.tree_depth + 1):
         n = min(2 ** level, 12)
-        w = p.level_width(level)
-        assert -(2 ** (w - 1)) <= -128 * n and 128 * n < 2 ** (w - 1)
+        w = main.level_width(level)
+        # lane terms x or ~x lie in [-128, 127]; n of them in [-128·n, 127·n], one bit less would not hold it
+        assert -(2 ** (w - 1)) <= -128 * n and 127 * n < 2 ** (w - 1)
+        assert not (-(2 ** (w - 2)) <= -128 * n and 127 * n < 2 ** (w - 2))
+        assert neg.level_width(level) == (n).bit_length() + 1
 
 
 def test_problem_checks_name_the_value():
@@ -96,7 +100,7 @@ def test_collect_results_reorders_and_unpads():
     beats = np.array([[0, 1], [10, 11], [2, 3], [12, 13]])    # rb0 t0, rb0 t1, rb1 t0, rb1 t1
     acc = p.collect_results(beats, m, 4, tokens)
     assert acc.tolist() == [[0, 1, 2], [10, 11, 12]]
-    with pytest.raises(ValueError, match=r"expected 4 result beats of 2 accumulators"):
+    with pytest.raises(ValueError, match=r"expected 4 result beats of 2 rows"):
         p.collect_results(beats[:3], m, 4, tokens)
 
 
@@ -138,5 +142,5 @@ def test_unit_lookup():
     assert params_for_unit("ternary-mac") is TernaryMacParams
     with pytest.raises(ValueError, match="unknown unit 'ternary'"):
         params_for_unit("ternary")
-    with pytest.raises(ValueError, match="unit 'bamm' has no generator yet"):
-        params_for_unit("bamm")
+    with pytest.raises(ValueError, match="unit 'fp-vector' has no generator; available: ternary-mac"):
+        params_for_unit("fp-vector")

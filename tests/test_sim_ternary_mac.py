@@ -59,7 +59,7 @@ def test_accounting():
     run = simulate(p, w, x)
     assert run.useful_macs == 6 * 20 * 3
     assert run.active_macs == 6 * 3                         # non-zero weights × tokens
-    assert run.issued_macs == p.n_beats(6, 20, 3) * 32
+    assert run.input_beats == p.n_beats(6, 20, 3)
     assert run.utilisation == pytest.approx(360 / (run.cycles * 32))
 
 
@@ -67,7 +67,7 @@ def test_bad_inputs_are_refused():
     p = TernaryMacParams(lanes=4, rows=2, max_k=16)
     with pytest.raises(ValueError, match=r"K=17 exceeds max_k=16"):
         simulate(p, np.zeros((2, 17), np.int8), np.zeros((1, 17), np.int8))
-    with pytest.raises(ValueError, match=r"weight codes holds 2, outside \[-1, 1\]"):
+    with pytest.raises(ValueError, match=r"ternary weights holds 2, outside \[-1, 1\]"):
         simulate(p, np.full((2, 4), 2, np.int8), np.zeros((1, 4), np.int8))
     with pytest.raises(ValueError, match=r"activation codes has 5 columns"):
         simulate(p, np.zeros((2, 4), np.int8), np.zeros((1, 5), np.int8))

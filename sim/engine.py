@@ -1,0 +1,101 @@
+"""Cycle model of every stream dot-product engine, built from the unit's parameter object (``hw.params``).
+
+:func:`simulate` runs a problem (a weight side ``[..., M, K]`` and activation vectors ``[T, K]``) through the
+stepped model under any :class:`hw.contract.Traffic` and returns the unit's result fields, mapped back to
+``[T, ..., M]``, and the cycle count; the closed form at full throughput is ``params.cycles``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw.contract import Traffic, measured_cycles
+from hw.params import BinaryBasisParams, EngineParams, ceil_div
+
+from .kernels import engine as kernel
+from .units import contributions
+
+__all__ = ["EngineRun", "simulate", "MAX_STEPPED_BYTES"]
+
+#: Largest per-beat channel table the stepped mode builds; beyond it use the closed form (fast mode).
+MAX_STEPPED_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """Outcome of one stepped run."""
+
+    results: dict[str, np.ndarray]   #: result fields, ``[tokens, ..., M]``
+    cycles: int                      #: per ``hw.contract.CYCLE_COUNT_DEFINITION``
+    first_input_cycle: int
+    last_output_cycle: int
+    input_beats: int
+    result_beats: int
+    macs_per_cycle: int
+    useful_macs: int                 #: MACs of the problem itself (planes × M × K × tokens)
+    active_macs: int                 #: MACs with a non-zero weight (what a zero-skipping engine performs)
+
+    @property
+    def utilisation(self) -> float:
+        """Useful MACs over the MAC slots available during the measured cycles."""
+        return self.useful_macs / (self.cycles * self.macs_per_cycle)
+
+
+def _max_cycles(n_beats: int, latency: int, traffic: Traffic) -> int:
+    slow = int(np.ceil(traffic.offer.size / traffic.offer.sum() + traffic.ready.size / traffic.ready.sum()))
+    return (n_beats + latency + 1) * (slow + 1) + traffic.offer.size + traffic.ready.size
+
+
+def simulate(params: EngineParams, weights, acts, traffic: Traffic | None = None, *, alpha=None,
+             max_cycles: int | None = None) -> EngineRun:
+    """Run the problem through the stepped model of ``params``' engine.
+
+    ``weights``/``acts`` are the unit's operands as ``params.operand_beats`` takes them (their values are checked
+    there); ``alpha`` the fixed-point scales of a binary-basis engine with ``scale_bits``.
+    """
+    weights = np.asarray(weights)
+    acts = np.asarray(acts)
+    if acts.ndim != 2:
+        raise ValueError(f"activations must be [tokens, K], not shape {acts.shape}")
+    *lead, m, k = weights.shape
+    tokens = acts.shape[0]
+    params.check_problem(m, k, tokens)
+    params.check_operands(weights, acts, alpha)
+    n_beats = params.n_beats(m, k, tokens)
+    n_ch = sum(params.rows if c.per_row else 1 for c in params.channels())
+    if n_beats * n_ch * 8 > MAX_STEPPED_BYTES:
+        raise ValueError(f"a stepped run of {n_beats:,} beats × {n_ch} channels needs more than "
+                         f"{MAX_STEPPED_BYTES >> 30} GiB; use the closed form params.cycles for this size")
+    contrib = contributions(params, weights, acts)
+    channels = params.channels()
+    table = np.concatenate([contrib[c.name] if c.per_row else contrib[c.name][:, None] for c in channels], axis=1)
+    sched = params.schedule(m, k, tokens)
+    traffic = traffic or Traffic.full()
+    limit = max_cycles if max_cycles is not None else _max_cycles(n_beats, params.latency, traffic)
+    n_results = params.row_blocks(m) * tokens
+    out_acc = np.zeros((n_results, table.shape[1]), np.int64)
+    out_beat = np.zeros(n_results, np.int64)
+    counters = np.zeros(5, np.int64)
+    status = kernel.run_engine(np.ascontiguousarray(table), sched.last, params.latency - 1, traffic.offer,
+                               traffic.ready, limit, out_acc, out_beat, counters)
+    if status != kernel.OK:
+        raise RuntimeError(f"cycle model stopped after {counters[2]} cycles without finishing (limit {limit}); "
+                           "the traffic pattern starves the engine")
+    acc, col = {}, 0
+    for c in channels:
+        width = params.rows if c.per_row else 1
+        acc[c.name] = out_acc[:, col:col + width] if c.per_row else out_acc[:, col]
+        col += width
+    if isinstance(params, BinaryBasisParams) and params.scale_bits:
+        beats = params.operand_beats(weights, acts, alpha=alpha)
+        fields = params.finish(acc, alpha=beats["alpha"][out_beat])
+    else:
+        fields = params.finish(acc)
+    results = {name: params.collect_results(v, m, k, tokens) for name, v in fields.items()}
+    planes = int(np.prod(lead)) if lead else 1
+    if isinstance(params, BinaryBasisParams) and params.mode == "billm":
+        planes = 1
+    nonzero = int(np.count_nonzero(weights)) if not lead else m * k * planes
+    first, last_out = int(counters[0]), int(counters[1])
+    return EngineRun(results, measured_cycles(first, last_out), first, last_out, int(counters[3]),
+                     int(counters[4]), params.macs_per_cycle, planes * m * k * tokens, nonzero * tokens)
