@@ -3,7 +3,7 @@
 Dataflow (one stream in, one stream out; the contract is in ``hw.params`` and each unit's manifest)::
 
     operand ─► operand register ─► [pre-stages] ─► lane terms ─► one pipelined tree per (channel, row)
-           ─► accumulators ─► [post-stages] ─► result register ─► result
+           ─► accumulators ─► final-totals register ─► result arithmetic ─► [scale stage] ─► result register
 
 Each unit says what its lane terms are (``_terms``) and how accumulated channel totals become result fields
 (``_finish``); everything else — the operand register, tree pipelining, the valid/last delay line, the
@@ -71,8 +71,8 @@ class StreamEngine(wiring.Component):
         raise NotImplementedError
 
     def _finish(self, m: Module, totals: dict, extra) -> dict:
-        """Result field values from channel totals (``[value per row]`` or a value); ``extra`` is ``_carry`` of
-        the ``last`` beat, delayed to the accumulator stage."""
+        """Result field values from the registered channel totals (``[value per row]`` or a value); ``extra`` is
+        ``_carry`` of the ``last`` beat, delayed alongside."""
         raise NotImplementedError
 
     def _carry(self, op) -> Value | None:
@@ -104,8 +104,8 @@ class StreamEngine(wiring.Component):
         sums = {}
         for ch in p.channels():
             def tree(ts, name, ch=ch):
-                return pipelined_tree(m, ts, depth=p.tree_depth, level_width=ch.level_width,
-                                      registered_levels=p.registered_levels, enable=advance, name=name)
+                return pipelined_tree(m, ts, channel=ch, depth=p.tree_depth, registered_levels=p.registered_levels,
+                                      enable=advance, name=name)
             if ch.per_row:
                 sums[ch.name] = [tree(terms[ch.name][r], f"{ch.name}_r{r}") for r in range(p.rows)]
             else:
@@ -136,13 +136,38 @@ class StreamEngine(wiring.Component):
             else:
                 totals[ch.name] = accumulate(sums[ch.name], f"acc_{ch.name}")
 
-        fields = self._finish(m, totals, tail_carry)
         with m.If(advance):
             with m.If(tail_valid & tail_last):
                 m.d.sync += clears
             with m.Elif(tail_valid):
                 m.d.sync += updates
-        self._result_stage(m, fields, tail_valid & tail_last, advance, tail_carry)
+
+        # The finished totals are registered before the result arithmetic (2·popcount − n, sums of channels, signs),
+        # so no path runs an accumulator adder and the result logic in one cycle.
+        done = tail_valid & tail_last
+        final_valid = Signal(name="final_valid")
+        finals = {}
+        loads = []
+        for ch in p.channels():
+            width = ch.acc_width(beats)
+            if ch.per_row:
+                regs = [Signal(signed(width), name=f"final_{ch.name}_r{r}") for r in range(p.rows)]
+                loads += [reg.eq(total) for reg, total in zip(regs, totals[ch.name])]
+            else:
+                regs = Signal(signed(width), name=f"final_{ch.name}")
+                loads.append(regs.eq(totals[ch.name]))
+            finals[ch.name] = regs
+        final_carry = None
+        if tail_carry is not None:
+            final_carry = Signal.like(tail_carry, name="final_carry")
+            loads.append(final_carry.eq(tail_carry))
+        with m.If(advance):
+            m.d.sync += final_valid.eq(done)
+            with m.If(done):
+                m.d.sync += loads
+
+        fields = self._finish(m, finals, final_carry)
+        self._result_stage(m, fields, final_valid, advance, final_carry)
         return m
 
     def _result_stage(self, m: Module, fields: dict, done: Value, advance: Value, carry: Value | None) -> None:
@@ -173,8 +198,8 @@ def _assign(target, value) -> list:
 class TernaryMacEngine(StreamEngine):
     """{-1, 0, +1} weights × signed activations. A lane term is ``(x XOR negate) AND nonzero``: ``-x`` is ``~x``
     plus one, and the plus-ones are counted in a second, 1-bit-per-lane channel (``neg``), so no lane has a
-    negation adder. With ``zero_skip`` each lane's term is registered behind an enable that is low for a zero
-    weight (clock gating: a zero weight toggles no register), and a registered non-zero flag masks it."""
+    negation adder. With ``zero_skip`` each lane's term is registered behind a clock enable that is low for a zero
+    weight (a zero weight toggles no register), and a registered non-zero flag masks the held value."""
 
     params_class = TernaryMacParams
 
@@ -198,7 +223,9 @@ class TernaryMacEngine(StreamEngine):
                 neg_reg = Signal(name=f"neg_r{r}_l{lane}")
                 with m.If(advance):
                     m.d.sync += nz.eq(op.weight[r][lane][0])
-                    with m.If(op.weight[r][lane][0]):          # the clock enable: a zero weight loads nothing
+                    # The clock enable: a zero weight loads nothing, so its register does not toggle; the
+                    # registered non-zero flag masks the stale value.
+                    with m.If(op.weight[r][lane][0]):
                         m.d.sync += [reg.eq(main), neg_reg.eq(neg)]
                 mains.append(_masked(reg, nz))
                 negs.append(neg_reg & nz)

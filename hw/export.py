@@ -99,7 +99,7 @@ def _ternary_mac_sections(p: TernaryMacParams) -> dict:
             "last": _LAST,
             "acc": f"two's complement, {p.acc_width} bits, cannot overflow for reductions of up to max_k="
                    f"{p.max_k} elements",
-            "zero_skip": "each lane's term is registered behind an enable low for zero weights" if p.zero_skip
+            "zero_skip": "each lane's term is registered behind a clock enable low for zero weights" if p.zero_skip
             else "off",
         },
         "contract": _contract(p, "K is padded to a multiple of lanes with act=0, weight=0; M to a multiple of "

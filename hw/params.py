@@ -32,7 +32,7 @@ from models.units import UnitKind
 
 from .layout import PayloadLayout
 
-__all__ = ["params_from_options", "UnitParams", "EngineParams", "TernaryMacParams", "XnorPopcountParams", "BammParams",
+__all__ = ["UnitParams", "EngineParams", "TernaryMacParams", "XnorPopcountParams", "BammParams",
            "BinaryBasisParams", "Int8MacParams", "BeatSchedule", "Channel", "UNIT_PARAMS", "params_for_unit",
            "ceil_div", "ceil_log2", "MAX_MACS_PER_CYCLE"]
 
@@ -116,7 +116,11 @@ class BeatSchedule:
 class Channel:
     """One accumulator channel of a row: the sum over beats of ``terms`` lane terms in ``[lo, hi]`` each.
 
-    ``per_row=False`` channels are shared by all rows (e.g. the number of valid lanes)."""
+    ``per_row=False`` channels are shared by all rows (e.g. the number of valid lanes). Channels of one-bit terms
+    (popcounts) add three nodes at every tree level — three XNOR bits or three 2-bit counts are six inputs, one
+    6-input LUT per output bit — where every other tree adds pairs on carry chains. Nodes of channels without
+    negative terms are unsigned.
+    """
 
     name: str
     lo: int
@@ -124,13 +128,36 @@ class Channel:
     terms: int
     per_row: bool = True
 
+    @property
+    def signed(self) -> bool:
+        return self.lo < 0
+
+    @property
+    def arity(self) -> int:
+        return 3 if (self.lo, self.hi) == (0, 1) else 2
+
+    @property
+    def depth(self) -> int:
+        """Tree levels needed to reduce the terms to one."""
+        d, n = 0, 1
+        while n < self.terms:
+            n *= self.arity
+            d += 1
+        return d
+
+    def covered(self, level: int) -> int:
+        """Terms under one node at ``level`` (0 = a term)."""
+        return min(self.terms, self.arity ** level)
+
     def level_width(self, level: int) -> int:
-        """Signed width of a tree node at ``level`` (0 = the terms themselves)."""
-        n = min(1 << level, self.terms)
+        """Width of a tree node at ``level`` (0 = the terms themselves); signed iff the channel is."""
+        n = self.covered(level)
+        if not self.signed:
+            return max(1, (self.hi * n).bit_length())
         return signed_width(self.lo * n, self.hi * n)
 
     def acc_width(self, max_k_beats: int) -> int:
-        """Width of the accumulator summing ``max_k_beats`` tree outputs."""
+        """Width of the (signed) accumulator summing ``max_k_beats`` tree outputs."""
         return signed_width(min(self.lo * self.terms, 0) * max_k_beats, max(self.hi * self.terms, 0) * max_k_beats)
 
 
@@ -160,7 +187,7 @@ class EngineParams(UnitParams):
         depth = self.tree_depth
         if self.tree_stages is None:
             object.__setattr__(self, "tree_stages", depth)
-        _int_field(f"tree_stages ({self.tree_terms} terms give a {depth}-level tree)", self.tree_stages, 0, depth)
+        _int_field(f"tree_stages ({self.tree_terms} terms per tree give {depth} levels)", self.tree_stages, 0, depth)
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, np.integer):
@@ -178,7 +205,8 @@ class EngineParams(UnitParams):
 
     @property
     def tree_depth(self) -> int:
-        return ceil_log2(self.tree_terms)
+        """Levels of the deepest reduction tree; shallower trees pass their root on, so all line up."""
+        return max(c.depth for c in self.channels())
 
     @property
     def registered_levels(self) -> tuple[int, ...]:
@@ -194,8 +222,9 @@ class EngineParams(UnitParams):
 
     @property
     def post_stages(self) -> int:
-        """Register stages between the accumulators and the result register (scale multiplication)."""
-        return 0
+        """Register stages between the accumulators and the result register: the final-totals register (so the
+        result arithmetic never shares a cycle with an accumulator adder), and a scale stage where there is one."""
+        return 1
 
     @property
     def latency(self) -> int:
@@ -346,8 +375,8 @@ class TernaryMacParams(EngineParams):
 
     act_bits : activation width (two's complement); 8 for b1.58.
     acc_width : accumulator width; ``None`` derives the narrowest width that cannot overflow for ``max_k``.
-    zero_skip : register each lane's product behind an enable that is low for zero weights (clock gating, so
-        zero weights cost no register toggles; one more pipeline stage). Results are identical.
+    zero_skip : register each lane's term behind a clock enable that is low for a zero weight (a zero weight
+        toggles no register, which the energy model credits; one more pipeline stage). Results are identical.
 
     Datapath: a lane term is ``(x XOR negate) AND nonzero`` — ``-x`` computed as ``~x + 1`` with the ``+1``s
     counted in a second channel (``neg``) — so no lane needs a negation adder; ``acc = main + neg``.
@@ -620,7 +649,7 @@ class BinaryBasisParams(EngineParams):
 
     @property
     def post_stages(self) -> int:
-        return 1 if self.scale_bits else 0
+        return 2 if self.scale_bits else 1
 
     @property
     def planes(self) -> tuple[str, ...]:
@@ -816,37 +845,3 @@ def params_for_unit(name: str) -> type[EngineParams]:
         have = ", ".join(k.value for k in UNIT_PARAMS)
         raise ValueError(f"unit {name!r} has no generator; available: {have}") from None
 
-
-def _convert(cls, name: str, text):
-    """A command-line string for field ``name`` of ``cls`` as that field's type."""
-    if not isinstance(text, str):
-        return text
-    field_type = {f.name: f.type for f in fields(cls)}[name]
-    type_text = str(field_type)
-    if text.lower() in ("none", "null") and "None" in type_text:
-        return None
-    if "bool" in type_text:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{cls.kind.value} parameter {name} must be true or false, not {text!r}")
-    if "int" in type_text:
-        try:
-            return int(text, 10)
-        except ValueError:
-            raise ValueError(f"{cls.kind.value} parameter {name} must be an integer, not {text!r}") from None
-    return text
-
-
-def params_from_options(unit: str, **options) -> EngineParams:
-    """A unit's parameter object from option values (strings from a command line are converted to the field's
-    type); unknown names are refused with the list of the unit's parameters. ``None`` values are left out, so a
-    caller can pass every common option and let the unit's defaults stand."""
-    cls = params_for_unit(unit)
-    names = {f.name for f in fields(cls)}
-    given = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(given) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.kind.value} parameter(s) {unknown}; its parameters are {sorted(names)}")
-    return cls(**{k: _convert(cls, k, v) for k, v in given.items()})

@@ -21,26 +21,32 @@ def amaranth_layout(layout: PayloadLayout) -> data.StructLayout:
     return data.StructLayout(members)
 
 
-def pipelined_tree(m: Module, terms: list[Value], *, depth: int, level_width: Callable[[int], int],
-                   registered_levels: Iterable[int], enable: Value, name: str) -> Value:
-    """Sum ``terms`` in a balanced binary adder tree of ``depth`` levels, registering ``registered_levels``.
+def pipelined_tree(m: Module, terms: list[Value], *, channel, depth: int, registered_levels: Iterable[int],
+                   enable: Value, name: str) -> Value:
+    """Sum ``terms`` in an adder tree of ``depth`` levels, registering ``registered_levels``.
 
-    Level ``l`` nodes are ``level_width(l)``-bit signed; an odd node out passes to the next level unchanged, and
-    a tree with fewer terms than ``2^depth`` passes its root on through the remaining levels, so every tree of
-    an engine has the same number of registers and their outputs line up. Registered levels load only when
-    ``enable`` is high, so the tree stalls with the rest of the pipeline.
+    Every level adds ``channel.arity`` nodes (three for popcounts, else two); level ``l`` nodes are
+    ``channel.level_width(l)`` bits, signed iff the channel is. An odd node out passes
+    to the next level unchanged, and a tree shallower than ``depth`` passes its root on through the remaining
+    levels, so every tree of an engine has the same registers and their outputs line up. Registered levels load
+    only when ``enable`` is high, so the tree stalls with the rest of the pipeline.
     """
     registered = set(registered_levels)
-    if len(terms) > (1 << depth):
-        raise ValueError(f"{len(terms)} terms do not fit a {depth}-level tree")
+    if channel.depth > depth:
+        raise ValueError(f"{len(terms)} terms need {channel.depth} levels, not {depth}")
     nodes = list(terms)
     loads = []
     for level in range(1, depth + 1):
-        width = level_width(level)
+        width = channel.level_width(level)
+        shape = signed(width) if channel.signed else unsigned(width)
+        arity = channel.arity
         nxt = []
-        for i in range(0, len(nodes), 2):
-            total = nodes[i] + nodes[i + 1] if i + 1 < len(nodes) else nodes[i]
-            node = Signal(signed(width), name=f"{name}_l{level}_{i // 2}")
+        for i in range(0, len(nodes), arity):
+            group = nodes[i:i + arity]
+            total = group[0]
+            for node in group[1:]:
+                total = total + node
+            node = Signal(shape, name=f"{name}_l{level}_{i // arity}")
             if level in registered:
                 loads.append(node.eq(total))
             else:

@@ -17,6 +17,9 @@ from models.schemes import SCHEMES
 from models.units import UnitKind
 from rtl_tests.streams import IcarusMissing, check_icarus
 
+from . import synth_cli
+from .unit_args import add_unit_arguments
+
 __all__ = ["main"]
 
 DEFAULT_LANES = 64
@@ -85,21 +88,10 @@ def _save_npz_atomic(path: Path, **arrays) -> None:
 
 # -- lowbit verilog ---------------------------------------------------------------------------------------
 
-def _unit_params(args):
-    """The unit's parameter object from the common flags and ``--param key=value`` options."""
-    from hw.params import params_from_options
-
-    options = {"lanes": args.lanes, "rows": args.rows, "max_k": args.max_k, "tree_stages": args.tree_stages}
-    for item in args.param or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise UsageError(f"--param {item!r} is not key=value")
-        options[key.strip().replace("-", "_")] = value.strip()
-    return params_from_options(args.unit, **options)
-
-
 def _cmd_verilog(args) -> int:
-    params = _unit_params(args)
+    from .unit_args import params_from_args
+
+    params = params_from_args(args)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UsageError(f"output path {str(out)!r} exists and is not a directory")
@@ -288,16 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     units = [k.value for k in UnitKind if k not in (UnitKind.FP_VECTOR, UnitKind.FP_MAC)]
     v = sub.add_parser("verilog", help="generate a unit's Verilog and JSON manifest")
-    v.add_argument("unit", choices=units, help="unit to generate")
-    _engine_args(v)
-    v.add_argument("--max-k", type=_positive_int, default=4096, help="longest reduction (sizes accumulators)")
-    v.add_argument("--tree-stages", type=_non_negative_int, default=None,
-                   help="register stages in each adder tree (default: every level)")
-    v.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="a unit-specific parameter (act_bits, acc_width, zero_skip, threshold, identity, "
-                        "zero_policy, n_bases, mode, lut_group, scale_bits, weight_bits; see docs/units.md)")
+    add_unit_arguments(v)
     v.add_argument("-o", "--output", required=True, help="output directory")
     v.set_defaults(func=_cmd_verilog)
+
+    synth_cli.register(sub)
 
     s = sub.add_parser("simulate", help="run a workload on the cycle model (or the RTL)")
     ssub = s.add_subparsers(dest="what", required=True)

@@ -153,3 +153,17 @@ def test_main_job_layer_on_rtl(tmp_path):
     [run] = cocotb_level(p, main.weight_codes, main.act_codes, [Traffic.full()], work_dir=tmp_path)
     assert_same_fields({"acc": main.accumulate()}, run)
     assert run.cycles == sim_level(p, main.weight_codes, main.act_codes, Traffic.full()).cycles == p.cycles(6912, 2560)
+
+
+@pytest.mark.parametrize("case", list(FIRST_CASE_PER_UNIT.values()), ids=lambda c: c.params.kind.value)
+def test_results_identical_at_every_pipeline_depth(case):
+    """Every register placement of the reduction trees (0 … depth stages) gives the same results, and the cycle
+    model follows the latency each placement has."""
+    from dataclasses import replace
+
+    problem = build_problem(case).head(24)
+    for stages in range(case.params.tree_depth + 1):
+        p = replace(case.params, tree_stages=stages)
+        [run] = amaranth_level(p, problem.weights, problem.acts, [Traffic.random(stages)], alpha=problem.alpha)
+        assert_same_fields(problem.expected, run, problem.labels)
+        assert run.cycles == sim_level(p, problem.weights, problem.acts, Traffic.random(stages), problem.alpha).cycles

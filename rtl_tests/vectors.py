@@ -249,11 +249,11 @@ def build_problem(case: UnitCase) -> Problem:
 CASES = [
     UnitCase("ternary/odd-k", TernaryMacParams(lanes=8, rows=4, max_k=64), m=10, k=37, seed=1),
     UnitCase("ternary/k-below-lanes", TernaryMacParams(lanes=16, rows=2, max_k=16), m=3, k=5, seed=2),
-    UnitCase("ternary/k4096", TernaryMacParams(lanes=64, rows=4, max_k=4096), m=4, k=4096, seed=3),
+    UnitCase("ternary/k4096", TernaryMacParams(lanes=64, rows=2, max_k=4096), m=3, k=4096, seed=3),
     UnitCase("ternary/one-lane", TernaryMacParams(lanes=1, rows=1, max_k=8), m=3, k=7, seed=4),
     UnitCase("ternary/lanes-12-one-stage", TernaryMacParams(lanes=12, rows=3, max_k=100, tree_stages=1),
              m=7, k=100, seed=5),
-    UnitCase("ternary/flat-tree", TernaryMacParams(lanes=32, rows=4, max_k=300, tree_stages=0), m=8, k=257, seed=6),
+    UnitCase("ternary/flat-tree", TernaryMacParams(lanes=32, rows=2, max_k=300, tree_stages=0), m=3, k=257, seed=6),
     UnitCase("ternary/zero-skip", TernaryMacParams(lanes=8, rows=4, max_k=64, zero_skip=True), m=6, k=45, seed=7),
     UnitCase("xnor/linear-odd-k-strict", XnorPopcountParams(lanes=16, rows=4, max_k=128, threshold="strict"),
              m=6, k=101, seed=11, source="linear"),

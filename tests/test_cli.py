@@ -29,15 +29,15 @@ def test_verilog_command(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--lanes", "0"], "argument --lanes: expected a positive integer, got '0'"),
-    (["--rows", "2.5"], "argument --rows: expected a positive integer, got '2.5'"),
-    (["--tree-stages", "9"], "tree_stages (64 terms give a 6-level tree) must be in [0, 6], not 9"),
-    (["--max-k", "4096", "--param", "acc_width=12"], "acc_width=12 is too narrow: max_k=4096"),
+    (["--lanes", "0"], "lanes must be >= 1, not 0"),
+    (["--rows", "2.5"], "rows must be an integer, not 2.5"),
+    (["--tree-stages", "9"], "tree_stages (64 terms per tree give 6 levels) must be in [0, 6], not 9"),
+    (["--max-k", "4096", "--acc-width", "12"], "acc_width=12 is too narrow: max_k=4096"),
 ])
 def test_verilog_refuses_bad_parameters(tmp_path, capsys, argv, message):
     out_dir = tmp_path / "v"
     try:
-        code, _, err = _run(["verilog", "ternary-mac", *argv, "-o", out_dir], capsys)
+        code, _, err = _run(["verilog", "ternary-mac", "--lanes", "64", "--rows", "4", *argv, "-o", out_dir], capsys)
     except SystemExit as exc:      # argparse's own refusals
         code, err = exc.code, capsys.readouterr().err
     assert code == 2
@@ -63,14 +63,19 @@ def test_verilog_every_unit(tmp_path, capsys, unit, params):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["verilog", "bamm", "--param", "act_bits=8"], "unknown bamm parameter(s) ['act_bits']"),
+    (["verilog", "bamm", "--lanes", "4", "--rows", "2", "--param", "act_bits=8"],
+     "unknown bamm parameter(s) ['act_bits']"),
+    (["verilog", "bamm", "--lanes", "4"], "unit 'bamm' needs 'rows' (--rows)"),
     (["verilog", "bamm", "--param", "identity=or"], "identity must be one of 'and', 'xnor', not 'or'"),
-    (["verilog", "binary-basis", "--param", "n_bases=two"], "binary-basis parameter n_bases must be an integer"),
+    (["verilog", "binary-basis", "--param", "n_bases=two"], "n_bases must be an integer, not 'two'"),
     (["verilog", "binary-basis", "--param", "mode=billm", "--param", "lut_group=2"], "needs mode 'bases'"),
-    (["verilog", "ternary-mac", "--param", "zero_skip=maybe"], "zero_skip must be true or false"),
-    (["verilog", "ternary-mac", "--param", "act_bits"], "is not key=value"),
+    (["verilog", "ternary-mac", "--param", "zero_skip=maybe"], "zero_skip must be True or False, not 'maybe'"),
+    (["verilog", "ternary-mac", "--param", "act_bits"], "--param expects KEY=VALUE, got 'act_bits'"),
+    (["verilog", "ternary-mac", "--act-bits", "8", "--param", "act_bits=4"], "parameter 'act_bits' given twice"),
 ])
 def test_verilog_refuses_bad_unit_parameters(tmp_path, capsys, argv, message):
+    if "--lanes" not in argv:
+        argv = [*argv[:2], "--lanes", "4", "--rows", "2", *argv[2:]]
     code, _, err = _run([*argv, "-o", tmp_path / "v"], capsys)
     assert code == 2 and message in err, err
     assert not (tmp_path / "v").exists()

@@ -48,7 +48,7 @@ def test_manifest_parameters_and_contract(exported):
     p, unit = exported
     m = unit.manifest
     assert TernaryMacParams.from_dict(m["parameters"]) == p
-    assert m["contract"]["latency_cycles"] == p.latency == 4
+    assert m["contract"]["latency_cycles"] == p.latency == 5          # operand, 2 tree stages, final totals, result
     assert m["contract"]["initiation_interval"] == 1
     assert m["encodings"]["weight"]["codes"] == {"0b00": 0, "0b01": 1, "0b11": -1, "0b10": "reserved, decodes as 0"}
     assert m["derived"]["registered_levels"] == list(p.registered_levels)

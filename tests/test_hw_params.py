@@ -19,7 +19,7 @@ from hw.rtl import amaranth_layout
     (dict(lanes=4, rows="2"), r"rows must be an integer, not '2'"),
     (dict(lanes=4, rows=2, max_k=0), r"max_k must be >= 1, not 0"),
     (dict(lanes=4, rows=2, act_bits=1), r"act_bits must be in \[2, 32\], not 1"),
-    (dict(lanes=8, rows=2, tree_stages=4), r"tree_stages \(8 terms give a 3-level tree\) must be in \[0, 3\], not 4"),
+    (dict(lanes=8, rows=2, tree_stages=4), r"tree_stages \(8 terms per tree give 3 levels\) must be in \[0, 3\], not 4"),
     (dict(lanes=4, rows=2, max_k=4096, acc_width=20),
      r"acc_width=20 is too narrow: max_k=4096 with 8-bit activations \(the sum spans \[-524288, 524288\]\) "
      r"needs 21 bits"),
@@ -32,7 +32,7 @@ def test_invalid_parameters_are_refused(kwargs, message):
 
 def test_derived_values_resolve_into_fields():
     p = TernaryMacParams(lanes=64, rows=16, max_k=4096)
-    assert (p.tree_stages, p.acc_width, p.latency, p.macs_per_cycle) == (6, 21, 8, 1024)
+    assert (p.tree_stages, p.acc_width, p.latency, p.macs_per_cycle) == (6, 21, 9, 1024)
     assert TernaryMacParams.from_dict(p.to_dict()) == p
     assert TernaryMacParams(lanes=64, rows=16, max_k=4096, acc_width=32).acc_width == 32
     with pytest.raises(ValueError, match=r"unknown ternary-mac parameter\(s\) \['colour'\]"):
@@ -50,7 +50,7 @@ def test_registered_levels_spread_over_tree(lanes):
         assert all(1 <= lv <= depth for lv in levels)
         if stages:
             assert levels[-1] == depth
-        assert p.latency == stages + 2
+        assert p.latency == stages + 3              # operand register, tree stages, final totals, result
 
 
 def test_level_widths_hold_their_sums():
@@ -62,7 +62,8 @@ def test_level_widths_hold_their_sums():
         # lane terms x or ~x lie in [-128, 127]; n of them in [-128·n, 127·n], one bit less would not hold it
         assert -(2 ** (w - 1)) <= -128 * n and 127 * n < 2 ** (w - 1)
         assert not (-(2 ** (w - 2)) <= -128 * n and 127 * n < 2 ** (w - 2))
-        assert neg.level_width(level) == (n).bit_length() + 1
+        # the negation count is a popcount: unsigned, three nodes per level, 3^level lanes under a node
+        assert neg.level_width(level) == min(12, 3 ** level).bit_length()
 
 
 def test_problem_checks_name_the_value():
