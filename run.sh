@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: install everything lowbit needs, then run the main job or the tests.
-#   ./run.sh main [lowbit report options]   Verilog + cycle simulation + RTL check + report into out/
+#   ./run.sh main [lowbit report linear options]   one layer: Verilog + cycle simulation + RTL check, then
+#                                                  BERT-base on the ternary design: cycles, energy, area; reports in out/
 #   ./run.sh test [pytest options]          the test suite (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,7 +51,8 @@ case "$cmd" in
     main)
         ensure_icarus
         ensure_venv
-        exec "$VENV/bin/lowbit" report linear --output out "$@"
+        "$VENV/bin/lowbit" report linear --output out "$@"
+        exec "$VENV/bin/lowbit" report model --output out
         ;;
     test)
         ensure_icarus

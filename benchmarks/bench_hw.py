@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hw.params import (BammParams, BinaryBasisParams, Int8MacParams, TernaryMacParams,  # noqa: E402
                        XnorPopcountParams)
-from hw.synth import synthesize  # noqa: E402
+from hw.synth import ToolError, synthesize  # noqa: E402
 
 SIZES = {
     "xnor-popcount": [XnorPopcountParams(lanes=16, rows=1, max_k=64), XnorPopcountParams(lanes=64, rows=1, max_k=64),
@@ -43,6 +43,26 @@ def _fmt(v, spec=""):
     return "—" if v is None else format(v, spec)
 
 
+class _Failed:
+    """A synthesis the tools could not finish (reported in the row instead of stopping the table)."""
+
+    def __init__(self, family, error):
+        self.luts = self.ffs = self.carries = self.dsps = self.transistors = self.fmax_mhz = None
+        self.fmax_note = f"{family} failed: {str(error).splitlines()[0][:80]}"
+
+
+def _synth(params, family, **kwargs):
+    try:
+        return synthesize(params, family, **kwargs)
+    except ToolError as exc:
+        print(f"  ({params.module_name} on {family}: {str(exc).splitlines()[0][:120]})", flush=True)
+        return _Failed(family, exc)
+
+
+def _per(v, n):
+    return None if v is None else v / n
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one size per unit")
@@ -52,24 +72,24 @@ def main():
     for unit, sizes in SIZES.items():
         for p in sizes[:1] if args.quick else sizes:
             lanes = p.lanes * p.rows
-            res = {f: synthesize(p, f) for f in ("xilinx", "ice40", "ecp5")}
+            res = {f: _synth(p, f) for f in ("xilinx", "ice40", "ecp5")}
             flat = replace(p, tree_stages=0)
-            res_flat = {f: synthesize(flat, f, transistors=False) for f in ("ice40", "ecp5")}
-            results += [*res.values(), *res_flat.values()]
+            res_flat = {f: _synth(flat, f, transistors=False) for f in ("ice40", "ecp5")}
+            results += [r for r in (*res.values(), *res_flat.values()) if not isinstance(r, _Failed)]
             row = {"unit": unit, "size": f"{p.lanes}x{p.rows}" + (f" lut{p.lut_group}" if getattr(p, "lut_group", 0)
                                                                     else ""),
-                   "lut6/lane": res["xilinx"].luts / lanes, "carry4": res["xilinx"].carries,
+                   "lut6/lane": _per(res["xilinx"].luts, lanes), "carry4": res["xilinx"].carries,
                    "ff": res["xilinx"].ffs, "dsp(x7)": res["xilinx"].dsps,
-                   "lut4/lane ice40": res["ice40"].luts / lanes, "fmax ice40": res["ice40"].fmax_mhz,
+                   "lut4/lane ice40": _per(res["ice40"].luts, lanes), "fmax ice40": res["ice40"].fmax_mhz,
                    "fmax ice40 flat": res_flat["ice40"].fmax_mhz,
-                   "lut4/lane ecp5": res["ecp5"].luts / lanes, "fmax ecp5": res["ecp5"].fmax_mhz,
+                   "lut4/lane ecp5": _per(res["ecp5"].luts, lanes), "fmax ecp5": res["ecp5"].fmax_mhz,
                    "fmax ecp5 flat": res_flat["ecp5"].fmax_mhz, "transistors": res["xilinx"].transistors,
-                   "ice40 note": res["ice40"].fmax_note or ""}
+                   "ice40 note": (res["ice40"].fmax_note or "") if res["ice40"].fmax_mhz is None else ""}
             for fam in ("ice40", "ecp5"):
                 a, b = row[f"fmax {fam}"], row[f"fmax {fam} flat"]
                 row[f"x {fam}"] = a / b if a and b else None
             rows.append(row)
-            print(f"{unit:14s} {row['size']:11s} {row['lut6/lane']:6.2f} LUT6/lane {row['ff']:6d} FF  "
+            print(f"{unit:14s} {row['size']:11s} {_fmt(row['lut6/lane'], '6.2f')} LUT6/lane {_fmt(row['ff'], '6d')} FF  "
                   f"iCE40 {_fmt(row['fmax ice40'], '.1f')} MHz (flat {_fmt(row['fmax ice40 flat'], '.1f')}, "
                   f"{_fmt(row['x ice40'], '.2f')}x)  ECP5 {_fmt(row['fmax ecp5'], '.1f')} MHz "
                   f"(flat {_fmt(row['fmax ecp5 flat'], '.1f')}, {_fmt(row['x ecp5'], '.2f')}x)  "

@@ -14,7 +14,6 @@ Prints
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hw.contract import Traffic  # noqa: E402
+from benchmarks.timing import best_of  # noqa: E402
 from hw.export import build_component, generate  # noqa: E402
 from hw.params import TernaryMacParams  # noqa: E402
 from models.bitnet import ternary_accumulate  # noqa: E402
@@ -30,13 +30,6 @@ from rtl_tests.vectors import CASES, build_problem  # noqa: E402
 from sim.ternary_mac import simulate  # noqa: E402
 
 
-def best_of(fn, repeat):
-    best, value = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, value
 
 
 def bench_cycle_model(repeat):

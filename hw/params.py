@@ -32,7 +32,7 @@ from models.units import UnitKind
 
 from .layout import PayloadLayout
 
-__all__ = ["UnitParams", "EngineParams", "TernaryMacParams", "XnorPopcountParams", "BammParams",
+__all__ = ["SystolicArrayParams", "UnitParams", "EngineParams", "TernaryMacParams", "XnorPopcountParams", "BammParams",
            "BinaryBasisParams", "Int8MacParams", "BeatSchedule", "Channel", "UNIT_PARAMS", "params_for_unit",
            "ceil_div", "ceil_log2", "MAX_MACS_PER_CYCLE"]
 
@@ -234,8 +234,13 @@ class EngineParams(UnitParams):
         return 2 + self.pre_stages + self.tree_stages + self.post_stages
 
     @property
+    def macs_per_weight(self) -> int:
+        """MACs one weight element stands for (binary-basis: one per basis)."""
+        return 1
+
+    @property
     def macs_per_cycle(self) -> int:
-        return self.lanes * self.rows
+        return self.lanes * self.rows * self.macs_per_weight
 
     def channels(self) -> tuple[Channel, ...]:
         raise NotImplementedError
@@ -659,8 +664,9 @@ class BinaryBasisParams(EngineParams):
         return ("concentrated", "sparse", "salient", "salient_o2")
 
     @property
-    def macs_per_cycle(self) -> int:
-        return self.lanes * self.rows * len(self.planes)
+    def macs_per_weight(self) -> int:
+        """One MAC per basis; in BiLLM mode one (the groups are masks of one binarized weight)."""
+        return self.n_bases if self.mode == "bases" else 1
 
     def channels(self) -> tuple[Channel, ...]:
         lo, hi = signed_range(self.act_bits)
@@ -825,6 +831,46 @@ class Int8MacParams(EngineParams):
 
     def finish(self, acc):
         return {"acc": acc["main"]}
+
+
+# -- systolic array (described for the simulator; no generator yet) ---------------------------------------------
+
+@dataclass(frozen=True)
+class SystolicArrayParams(UnitParams):
+    """An R × C systolic array of int MACs — how the int8 baseline is usually built, and what SCALE-Sim models.
+
+    rows, cols : processing elements (PE) per column and per row.
+    dataflow : ``"os"`` (output stationary), ``"ws"`` (weight stationary) or ``"is"`` (input stationary).
+    act_bits, weight_bits : operand widths; acc_width : the PE accumulator width.
+
+    The simulator maps a GEMM ``[M × K]·[K × N]`` onto it (``sim/systolic.py``); there is no RTL generator for it
+    yet, so it is not in :data:`UNIT_PARAMS`.
+    """
+
+    kind: ClassVar[UnitKind] = UnitKind.INT8_MAC
+
+    rows: int
+    cols: int
+    dataflow: str = "os"
+    act_bits: int = 8
+    weight_bits: int = 8
+    acc_width: int = 32
+
+    def __post_init__(self):
+        _int_field("rows", self.rows, 1, 4096)
+        _int_field("cols", self.cols, 1, 4096)
+        _choice("dataflow", self.dataflow, ("os", "ws", "is"))
+        _int_field("act_bits", self.act_bits, 2, 32)
+        _int_field("weight_bits", self.weight_bits, 2, 32)
+        _int_field("acc_width", self.acc_width, 8, 64)
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def module_name(self) -> str:
+        return f"systolic_{self.dataflow}_{self.rows}x{self.cols}_a{self.act_bits}_w{self.weight_bits}"
 
 
 UNIT_PARAMS: dict[UnitKind, type[EngineParams]] = {

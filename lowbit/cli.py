@@ -195,6 +195,109 @@ def _cmd_report_linear(args) -> int:
     return 0
 
 
+# -- lowbit simulate model / gemm ----------------------------------------------------------------------------
+
+def _cmd_simulate_model(args) -> int:
+    import json
+
+    from reports.model import model_result
+
+    result = model_result(args.model, args.scheme, args.design, seq_len=args.seq, decode_steps=args.decode_steps,
+                          tech=args.tech, energy=args.energy, stepped=args.stepped, per_layer=args.per_layer,
+                          counters=args.counters)
+    if args.fpga:
+        from hw.accelerator import load_design
+        from hw.fpga import design_resources
+        from hw.synth import ToolError, ToolMissing
+        try:
+            result["area"]["fpga"] = design_resources(load_design(args.design), args.fpga)
+        except (ToolMissing, ToolError) as exc:      # as `lowbit synth`: 2 for a missing tool, 1 for a failed run
+            print(f"lowbit: error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, ToolMissing) else 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    e = result["energy_j"]
+    print(f"{result['model']} / {result['scheme']} on {result['design']} @ {result['clock_mhz']:g} MHz: "
+          f"{result['cycles']:,} cycles = {result['latency_s'] * 1e3:,.3f} ms (prefill {result['prefill_cycles']:,}, "
+          f"decode {result['decode_cycles']:,}); utilisation {result['utilisation']:.1%}")
+    print(f"  energy ({e['mode']}, {e['tech']}): {e['total']:.4g} J = arith {e['arith']['total']:.3g} "
+          f"(mul {e['arith']['mul']:.3g}, add {e['arith']['add']:.3g}, logic {e['arith']['logic']:.3g}) + registers "
+          f"{e['registers']:.3g} + SRAM {e['sram']:.3g} + DRAM {e['dram']:.3g} + vector {e['vector']:.3g}")
+    print(f"  area: {result['area']['asic_mm2']:.3f} mm² ({result['area']['tech']} estimate); model "
+          f"{result['model_size_bytes']:,} bytes; simulated in {result['wall_seconds']:.2f} s")
+    if args.fpga:
+        f = result["area"]["fpga"]
+        t = f["total"]
+        print(f"  {f['family']}: {t['luts']:,} LUTs, {t['ffs']:,} FFs, {t['dsps']} DSPs in the engines; {t['brams']} "
+              f"{f['block_ram']} (buffers {f['buffer_brams']})")
+        for eng in f["engines"]:
+            if eng["luts"] is None:
+                print(f"    {eng['unit']} ×{eng['count']}: {eng['note']}")
+    if args.per_layer:
+        import pandas as pd
+
+        from reports.linear import markdown_table
+        from reports.model import PER_LAYER_COLUMNS
+        print(markdown_table(pd.DataFrame(result["per_layer"], columns=PER_LAYER_COLUMNS)))
+    return 0
+
+
+def _cmd_report_model(args) -> int:
+    from reports.model import model_result, write_model_report
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output path {str(out)!r} exists and is not a directory")
+    if not args.stem or args.stem.startswith(".") or Path(args.stem).name != args.stem:
+        raise UsageError(f"--stem must be a plain file name without directories, not {args.stem!r}")
+    result = model_result(args.model, args.scheme, args.design, seq_len=args.seq, decode_steps=args.decode_steps,
+                          tech=args.tech, per_layer=True, counters=True)
+    paths = write_model_report(out, result, stem=args.stem)
+    print(f"{result['model']} / {result['scheme']} on {result['design']}: {result['cycles']:,} cycles, "
+          f"{result['energy_j']['total'] * 1e3:.4g} mJ ({result['energy_j']['tech']}); report: "
+          + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _cmd_simulate_gemm(args) -> int:
+    import json
+
+    from hw.accelerator import load_design
+    from models.workload import Op
+    from sim.model import time_op
+
+    design = load_design(args.design)
+    slot = design.engine_for("int8-mac", op="the GEMM")
+    op = Op("gemm", "matmul", "linear", "int8-mac", "prefill", m=args.m, k=args.k, n=args.n, a_bits=8, b_bits=8,
+            acc_bits=32, weight=True)
+    compute = time_op(op, design, weights_on_chip=True, kv_on_chip=True)
+    with_memory = time_op(op, design, weights_on_chip=False, kv_on_chip=True)
+    result = {"design": design.name, "engine": slot.unit, "m": args.m, "k": args.k, "n": args.n,
+              "cycles": compute.cycles, "utilisation": compute.macs / compute.mac_slots,
+              # the op as the model simulator times it: to the last output in the buffer, operands on chip or
+              # the weights streamed from DRAM
+              "cycles_on_chip": compute.cycles, "cycles_with_dram": with_memory.cycles, "macs": compute.macs,
+              "notes": compute.notes}
+    if slot.unit == "systolic":
+        from sim.systolic import gemm
+        r = gemm(slot.params, args.m, args.k, args.n)
+        # cycles: compute only, first to last cycle inclusive, as SCALE-Sim times a GEMM (its own figure is one
+        # less: scalesim_cycles); the output-stationary drain after the last fold is drain_tail
+        result.update(cycles=r.cycles, utilisation=r.utilisation, drain_tail=r.drain_tail,
+                      scalesim_cycles=r.scalesim_cycles, folds=r.folds, mapping_efficiency=r.mapping_efficiency,
+                      dataflow=slot.params.dataflow, array=f"{slot.params.rows}x{slot.params.cols}",
+                      events=r.events())
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        drain = f" + {result['drain_tail']:,} drain" if result.get("drain_tail") else ""
+        print(f"[{args.m} × {args.k}]·[{args.k} × {args.n}] on {design.name} ({slot.unit}): {result['cycles']:,} "
+              f"compute cycles{drain}, utilisation {result['utilisation']:.1%}; {result['cycles_with_dram']:,} "
+              "with the weights streamed from DRAM")
+    return 0
+
+
 # -- lowbit analyze / workload ------------------------------------------------------------------------------
 
 def _cmd_analyze(args) -> int:
@@ -298,6 +401,37 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--out", required=True, help="output .npz (fields y, acc, cycles)")
     lin.set_defaults(func=_cmd_simulate_linear)
 
+    from hw.accelerator import BUILTIN_DESIGNS
+    from hw.synth import FAMILIES
+    from sim.energy import ENERGY_MODES
+    from sim.tech import TECHNOLOGIES
+
+    design_help = f"built-in design ({', '.join(BUILTIN_DESIGNS)}) or a .toml/.yaml/.json file"
+    sm = ssub.add_parser("model", help="a whole model on an accelerator: cycles, energy, area")
+    sm.add_argument("--model", required=True, help="built-in model name or a config.json path")
+    sm.add_argument("--scheme", required=True, help=f"NAME[:key=value,...], NAME one of {', '.join(SCHEMES)}")
+    sm.add_argument("--design", required=True, help=design_help)
+    sm.add_argument("--seq", type=_positive_int, default=128, help="prefill tokens (default 128)")
+    sm.add_argument("--decode-steps", type=_non_negative_int, default=0)
+    tech_help = f"technology node: {' or '.join(TECHNOLOGIES)} (default 45nm)"
+    sm.add_argument("--tech", default="45nm", help=tech_help)
+    sm.add_argument("--energy", choices=ENERGY_MODES, default="full")
+    sm.add_argument("--stepped", action="store_true", help="step the matmuls cycle by cycle (small shapes)")
+    sm.add_argument("--per-layer", action="store_true", help="add a table of every operation")
+    sm.add_argument("--counters", action="store_true", help="list every energy counter in the JSON")
+    sm.add_argument("--fpga", choices=FAMILIES,
+                    help="also synthesise the engines for this FPGA family (cached) and count buffer block RAMs")
+    sm.add_argument("--json", action="store_true")
+    sm.set_defaults(func=_cmd_simulate_model)
+
+    sg = ssub.add_parser("gemm", help="one int8 GEMM [M × K]·[K × N] on a design's int8 engine or systolic array")
+    sg.add_argument("--m", type=_positive_int, required=True)
+    sg.add_argument("--k", type=_positive_int, required=True, help="the reduction dimension")
+    sg.add_argument("--n", type=_positive_int, required=True)
+    sg.add_argument("--design", required=True, help=design_help)
+    sg.add_argument("--json", action="store_true")
+    sg.set_defaults(func=_cmd_simulate_gemm)
+
     from models.config import BUILTIN_MODELS
 
     model_help = f"built-in name ({', '.join(BUILTIN_MODELS)}) or a config.json path"
@@ -345,6 +479,16 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(rl)
     rl.add_argument("-o", "--output", default="out", help="output directory (default: out)")
     rl.set_defaults(func=_cmd_report_linear)
+    rm = rsub.add_parser("model", help="a whole model on a design: summary and per-operation table (MD, CSV, JSON)")
+    rm.add_argument("--model", default="bert-base", help=f"{model_help} (default bert-base)")
+    rm.add_argument("--scheme", default="bitnet-b1.58", help=f"{scheme_help} (default bitnet-b1.58)")
+    rm.add_argument("--design", default="ternary", help=f"{design_help} (default ternary)")
+    rm.add_argument("--seq", type=_positive_int, default=128)
+    rm.add_argument("--decode-steps", type=_non_negative_int, default=0)
+    rm.add_argument("--tech", default="45nm", help=tech_help)
+    rm.add_argument("--stem", default="model", help="file names: STEM.md, STEM.csv, STEM.json (default model)")
+    rm.add_argument("-o", "--output", default="out", help="output directory (default: out)")
+    rm.set_defaults(func=_cmd_report_model)
     return parser
 
 

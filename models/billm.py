@@ -198,41 +198,42 @@ class GroupBinarization:
 
 def residual_binarize(w: torch.Tensor, mask: torch.Tensor, order: int = 1, *, center: bool = True,
                       zero_policy: ZeroPolicy = "torch") -> GroupBinarization:
-    """Binarize the masked entries of each row of ``w`` ``[rows, cols]`` with ``order`` residual passes.
+    """Binarize the masked entries of each row of ``w`` ``[..., rows, cols]`` with ``order`` residual passes.
 
     Pass ``o`` works on the residual ``r = w − q`` left by the previous passes: with ``center`` (official code)
     ``mu = mean(r in mask)``, ``alpha = mean|r − mu|``, ``q += alpha·sign(r − mu) + mu``; without it (paper)
     ``mu = 0``, ``alpha = mean|r|``, ``q += alpha·sign(r)``. A row with an empty mask gets ``alpha = mu = 0``.
+    ``mask`` broadcasts against ``w``; leading dimensions batch independent problems (the searches evaluate all
+    their candidates in one call), and every row's result is the same as binarizing that row alone.
     """
     check_positive_int("order", order)
     check_zero_policy(zero_policy)
-    w = w.float()
     mask = mask.bool()
-    rows = w.shape[0]
+    w, mask = torch.broadcast_tensors(w.float(), mask)
     q = torch.zeros_like(w)
     target = w * mask
     nan = torch.tensor(float("nan"))
     signs = torch.zeros((order, *w.shape), dtype=torch.int8)
-    alphas = torch.zeros(rows, order)
-    mus = torch.zeros(rows, order)
+    alphas = torch.zeros(*w.shape[:-1], order)
+    mus = torch.zeros(*w.shape[:-1], order)
     zeros = 0
     for o in range(order):
         # NaN outside the mask so that nanmean averages over the group only (the code's formulation).
         r = torch.where(mask, target - q, nan)
         if center:
-            mu = torch.nanmean(r, dim=1)
-            mu = torch.where(torch.isnan(mu), torch.zeros_like(mu), mu)
-            r = r - mu[:, None]
+            mu = torch.nanmean(r, dim=-1)
+            mu = torch.where(torch.isnan(mu), 0.0, mu)
+            r = r - mu[..., None]
         else:
-            mu = torch.zeros(rows)
-        alpha = torch.nanmean(r.abs(), dim=1)
-        alpha = torch.where(torch.isnan(alpha), torch.zeros_like(alpha), alpha)
-        s = torch.where(mask, sign(r, zero_policy), torch.zeros_like(r))
+            mu = torch.zeros(w.shape[:-1])
+        alpha = torch.nanmean(r.abs(), dim=-1)
+        alpha = torch.where(torch.isnan(alpha), 0.0, alpha)
+        s = torch.where(mask, sign(r, zero_policy), 0.0)
         zeros += int(((r == 0) & mask).sum())
-        q = q + torch.where(mask, s * alpha[:, None] + mu[:, None], torch.zeros_like(r))
+        q = q + torch.where(mask, s * alpha[..., None] + mu[..., None], 0.0)
         signs[o] = s.to(torch.int8)
-        alphas[:, o] = alpha
-        mus[:, o] = mu
+        alphas[..., o] = alpha
+        mus[..., o] = mu
     return GroupBinarization(q, signs, alphas, mus, zeros)
 
 
@@ -258,22 +259,43 @@ def _mse(target: torch.Tensor, approx: torch.Tensor) -> float:
     return torch.mean((target - approx) ** 2).item()
 
 
+# Candidates are evaluated in batches of about this many block elements: large enough to amortise torch's
+# per-call overhead (the searches' cost), small enough to bound memory on LLM-sized blocks.
+_BATCH_ELEMENTS = 1 << 22
+
+
+def _first_best(target: torch.Tensor, n_candidates: int, approximate) -> int:
+    """Index of the candidate whose ``approximate(batch)`` has the lowest MSE; the first one wins a tie."""
+    step = max(1, _BATCH_ELEMENTS // max(1, target.numel()))
+    best_err, best = math.inf, 0
+    for start in range(0, n_candidates, step):
+        batch = range(start, min(start + step, n_candidates))
+        for i, approx in zip(batch, approximate(batch)):
+            err = _mse(target, approx)
+            if err < best_err:             # strict: the earliest candidate wins a tie
+                best_err, best = err, i
+    return best
+
+
 def _search_salient(score: torch.Tensor, w: torch.Tensor, opts: _Options) -> torch.Tensor:
     """Block-relative indices of the salient columns, in rank order (structural search, step 3)."""
     n_cols = score.shape[1]
     ranked = torch.sort(score.abs().sum(dim=0), descending=True, stable=True).indices
     code = opts.variant == "code"
     target, order = (score, 2) if code else (w, 1)
-    best_err, best_k = math.inf, 0
-    for k in range(1, min(opts.salient_limit, n_cols)):
-        mask = torch.zeros(score.shape, dtype=torch.bool)
-        mask[:, ranked[:k]] = True
-        approx = residual_binarize(target, mask, order, center=code, zero_policy=opts.zero_policy).q \
-            + residual_binarize(target, ~mask, order, center=code, zero_policy=opts.zero_policy).q
-        err = _mse(target, approx)
-        if err < best_err:                 # strict: the smallest k wins a tie
-            best_err, best_k = err, k
-    return ranked[:best_k]
+    n_candidates = min(opts.salient_limit, n_cols) - 1          # k = 1 .. n_candidates salient columns
+    if n_candidates < 1:
+        return ranked[:0]
+    rank_of_column = torch.empty(n_cols, dtype=torch.long)
+    rank_of_column[ranked] = torch.arange(n_cols)
+    kw = dict(center=code, zero_policy=opts.zero_policy)
+
+    def approximate(batch):
+        k = torch.tensor(batch) + 1
+        masks = (rank_of_column[None, :] < k[:, None])[:, None, :]           # [batch, 1, cols]: top k columns
+        return residual_binarize(target, masks, order, **kw).q + residual_binarize(target, ~masks, order, **kw).q
+
+    return ranked[:_first_best(target, n_candidates, approximate) + 1]
 
 
 def _search_split(score: torch.Tensor, w: torch.Tensor, salient: torch.Tensor, opts: _Options) -> torch.Tensor:
@@ -291,15 +313,13 @@ def _search_split(score: torch.Tensor, w: torch.Tensor, salient: torch.Tensor, o
     candidates = torch.as_tensor(np.quantile(pool.numpy(), q=SPLIT_PERCENTILES.numpy())).float()
     kw = dict(center=code, zero_policy=opts.zero_policy)
     q_salient = residual_binarize(target, salient, 2, **kw).q
-    best_err, best_p = math.inf, candidates[0]
-    for p in candidates:
-        conc, sparse = split_groups(values, salient, p, variant=opts.variant)
-        approx = residual_binarize(target, conc, 1, **kw).q + residual_binarize(target, sparse, 1, **kw).q \
-            + q_salient
-        err = _mse(target, approx)
-        if err < best_err:                 # strict: the lowest percentile wins a tie
-            best_err, best_p = err, p
-    return best_p
+
+    def approximate(batch):
+        p = candidates[batch.start:batch.stop, None, None]
+        conc, sparse = split_groups(values, salient, p, variant=opts.variant)              # [batch, rows, cols]
+        return residual_binarize(target, conc, 1, **kw).q + residual_binarize(target, sparse, 1, **kw).q + q_salient
+
+    return candidates[_first_best(target, len(candidates), approximate)]
 
 
 # -- the quantized layer ---------------------------------------------------------------------------------------

@@ -82,6 +82,7 @@ class Op:
     flops_per_element: int = 0
     bytes: int = 0             #: memory ops: bytes moved per execution
     step: int = -1             #: decode step, -1 in prefill
+    weight_layout: str = ""    #: binary-basis linears: "billm" (BiLLM's grouped binarization) or "bases" (QBB)
 
     @property
     def executions(self) -> int:
@@ -179,8 +180,10 @@ class _Builder:
             b_range = (-1, 1) if unit in (UnitKind.XNOR_POPCOUNT, UnitKind.TERNARY_MAC, UnitKind.BINARY_BASIS) \
                 else signed_range(b_bits)
             acc = dot_accumulator_width(k, a_range, b_range)
+            layout = ("billm" if s.scale_layout == "billm" else "bases") if unit is UnitKind.BINARY_BASIS else ""
             self.ops.append(Op(name, "matmul", "linear", unit.value, phase, m=m, k=k, n=n, layers=layers,
-                               a_bits=a_bits, b_bits=b_bits, acc_bits=acc, weight=True, role=role, step=step))
+                               a_bits=a_bits, b_bits=b_bits, acc_bits=acc, weight=True, role=role, step=step,
+                               weight_layout=layout))
             passes = int(s.options.get("n_bases", 1)) if s.scale_layout == "qbb" else 1
             self.vec(f"{name}.rescale", "rescale", m, n, phase=phase, layers=layers, count=passes, step=step)
         else:

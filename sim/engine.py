@@ -2,7 +2,8 @@
 
 :func:`simulate` runs a problem (a weight side ``[..., M, K]`` and activation vectors ``[T, K]``) through the
 stepped model under any :class:`hw.contract.Traffic` and returns the unit's result fields, mapped back to
-``[T, ..., M]``, and the cycle count; the closed form at full throughput is ``params.cycles``.
+``[T, ..., M]``, and the cycle count; the closed form is ``params.cycles`` at full throughput on chip, and
+``sim.schedule.feeder_schedule`` behind a :class:`Feeder` (DRAM tiles, buffer slots, port-limited issue).
 """
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from hw.params import BinaryBasisParams, EngineParams, ceil_div
 from .kernels import engine as kernel
 from .units import contributions
 
-__all__ = ["EngineRun", "simulate", "MAX_STEPPED_BYTES"]
+__all__ = ["EngineRun", "Feeder", "simulate", "MAX_STEPPED_BYTES"]
 
 #: Largest per-beat channel table the stepped mode builds; beyond it use the closed form (fast mode).
 MAX_STEPPED_BYTES = 2 << 30
@@ -46,9 +47,36 @@ def _max_cycles(n_beats: int, latency: int, traffic: Traffic) -> int:
     return (n_beats + latency + 1) * (slow + 1) + traffic.offer.size + traffic.ready.size
 
 
+@dataclass(frozen=True)
+class Feeder:
+    """What feeds the engine in an accelerator: tiles of beats loaded from DRAM into buffer slots.
+
+    tile_beats : beats of each tile, in stream order (they sum to the problem's beats).
+    load : DRAM load cycles of each tile (0 for data already on chip).
+    slots : buffer slots (2 = double buffering).
+    ii : minimum cycles between beat issues (buffer ports).
+    """
+
+    tile_beats: tuple[int, ...]
+    load: tuple[int, ...]
+    slots: int = 2
+    ii: int = 1
+
+    def __post_init__(self):
+        if len(self.tile_beats) != len(self.load) or not self.tile_beats:
+            raise ValueError("a feeder needs one load time per tile and at least one tile")
+        if min(self.tile_beats) < 1 or min(self.load) < 0 or self.slots < 1 or self.ii < 1:
+            raise ValueError(f"invalid feeder {self}")
+
+    @classmethod
+    def on_chip(cls, beats: int) -> "Feeder":
+        """Everything already on chip, one beat per cycle: the engine alone (what the RTL benches measure)."""
+        return cls((beats,), (0,), 1, 1)
+
+
 def simulate(params: EngineParams, weights, acts, traffic: Traffic | None = None, *, alpha=None,
-             max_cycles: int | None = None) -> EngineRun:
-    """Run the problem through the stepped model of ``params``' engine.
+             max_cycles: int | None = None, feeder: Feeder | None = None) -> EngineRun:
+    """Run the problem through the stepped model of ``params``' engine (and its ``feeder``).
 
     ``weights``/``acts`` are the unit's operands as ``params.operand_beats`` takes them (their values are checked
     there); ``alpha`` the fixed-point scales of a binary-basis engine with ``scale_bits``.
@@ -71,13 +99,19 @@ def simulate(params: EngineParams, weights, acts, traffic: Traffic | None = None
     table = np.concatenate([contrib[c.name] if c.per_row else contrib[c.name][:, None] for c in channels], axis=1)
     sched = params.schedule(m, k, tokens)
     traffic = traffic or Traffic.full()
-    limit = max_cycles if max_cycles is not None else _max_cycles(n_beats, params.latency, traffic)
+    feeder = feeder or Feeder.on_chip(n_beats)
+    if sum(feeder.tile_beats) != n_beats:
+        raise ValueError(f"the feeder's tiles hold {sum(feeder.tile_beats)} beats, the problem has {n_beats}")
+    limit = max_cycles if max_cycles is not None else \
+        _max_cycles(n_beats * feeder.ii + sum(feeder.load), params.latency, traffic)
     n_results = params.row_blocks(m) * tokens
     out_acc = np.zeros((n_results, table.shape[1]), np.int64)
     out_beat = np.zeros(n_results, np.int64)
     counters = np.zeros(5, np.int64)
+    tile_first = np.concatenate([[0], np.cumsum(feeder.tile_beats)]).astype(np.int64)
     status = kernel.run_engine(np.ascontiguousarray(table), sched.last, params.latency - 1, traffic.offer,
-                               traffic.ready, limit, out_acc, out_beat, counters)
+                               traffic.ready, limit, out_acc, out_beat, counters, tile_first,
+                               np.asarray(feeder.load, np.int64), feeder.slots, feeder.ii)
     if status != kernel.OK:
         raise RuntimeError(f"cycle model stopped after {counters[2]} cycles without finishing (limit {limit}); "
                            "the traffic pattern starves the engine")

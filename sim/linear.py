@@ -89,9 +89,8 @@ class LinearResult:
 
     @property
     def engine_macs(self) -> int:
-        """MAC slots the engine's runs fill with real work (all planes of every run)."""
-        planes = {BinaryBasisParams: len(getattr(self.params, "planes", ()))}.get(type(self.params), 1)
-        return sum(j.m * j.k * self.tokens for j in self.jobs) * planes
+        """MAC slots the engine's runs fill with real work (every basis of every run)."""
+        return sum(j.m * j.k * self.tokens for j in self.jobs) * self.params.macs_per_weight
 
     @property
     def utilisation(self) -> float:

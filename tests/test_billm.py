@@ -113,6 +113,21 @@ def test_residual_binarize_respects_the_mask_and_empty_rows():
     assert r.zeros == 2                   # the order-2 residuals of row 0 are exactly 0
 
 
+@pytest.mark.parametrize("center", [True, False])
+def test_batched_residual_binarize_equals_each_problem_alone(center):
+    # The searches evaluate all candidates in one batched call; each must be bit-identical to its own call.
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(40, 128, generator=g)
+    masks = torch.rand(7, 40, 128, generator=g) < torch.linspace(0.0, 1.0, 7)[:, None, None]
+    batched = billm.residual_binarize(w, masks, 2, center=center)
+    alone = [billm.residual_binarize(w, m, 2, center=center) for m in masks]
+    assert torch.equal(batched.q, torch.stack([r.q for r in alone]))
+    assert torch.equal(batched.alpha, torch.stack([r.alpha for r in alone]))
+    assert torch.equal(batched.mu, torch.stack([r.mu for r in alone]))
+    assert torch.equal(batched.signs, torch.stack([r.signs for r in alone], dim=1))
+    assert batched.zeros == sum(r.zeros for r in alone)
+
+
 def test_split_groups_threshold_ties():
     v = torch.tensor([[0.5, 1.0, 1.5, 9.0]])
     salient = torch.tensor([[False, False, False, True]])

@@ -1,0 +1,380 @@
+"""The accelerator description: engines, clock, on-chip buffers, DRAM, a vector unit and the mapping choices.
+
+A frozen dataclass tree, loadable from TOML, YAML or JSON and validated on construction with messages that name
+the bad field (``buffers.weights.banks``). The simulator (``sim/model.py``) runs workloads on it; the same
+description is what ``hw`` will generate as a whole accelerator, so every engine is a unit parameter object of
+``hw.params`` and every buffer is sized in bytes, banks, ports and word width as a memory generator needs them.
+
+File format (TOML shown; YAML and JSON have the same keys)::
+
+    name = "ternary-64x16"
+    clock_mhz = 200
+    [[engines]]                  # one table per engine kind; ``count`` engines work in lockstep
+    unit = "ternary-mac"          # a UnitKind, or "fp-mac" / "systolic"
+    count = 1
+    lanes = 64                    # the unit's own parameters (hw.params)
+    rows = 16
+    max_k = 16384
+    [buffers.weights]             # also buffers.activations and buffers.kv
+    size_kib = 1024
+    banks = 32
+    ports = 1                     # read ports per bank, one word per port and cycle
+    word_bits = 64
+    [dram]
+    bandwidth_gbps = 25.6         # GB/s
+    pj_per_bit = 20.0             # optional; the technology's default otherwise
+    latency_cycles = 0            # per transfer
+    [vector]
+    lanes = 16
+    fp_bits = 16
+    [mapping]
+    loop_order = "weights-outer"  # or "tokens-outer"
+    double_buffer = true
+    weights = "stream"            # or "resident-if-fits"
+"""
+
+import json
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from models.units import UnitKind
+
+from .params import UNIT_PARAMS, SystolicArrayParams, UnitParams, _choice, _int_field
+
+__all__ = ["FpMacParams", "BufferSpec", "DramSpec", "VectorUnitSpec", "EngineSlot", "MappingSpec", "Accelerator",
+           "load_design", "BUILTIN_DESIGNS", "design_path"]
+
+_DESIGN_DIR = Path(__file__).with_name("designs")
+BUILTIN_DESIGNS = tuple(sorted(p.stem for p in _DESIGN_DIR.glob("*.toml")))
+
+
+def _number(where: str, value, lo: float, *, strict: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{where} must be a number, not {value!r}")
+    if not math.isfinite(value):                  # TOML and YAML can spell nan and inf
+        raise ValueError(f"{where} must be finite, not {value!r}")
+    if value < lo or (strict and value == lo):
+        raise ValueError(f"{where} must be {'>' if strict else '>='} {lo}, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class FpMacParams(UnitParams):
+    """A floating-point MAC array for the work a scheme leaves in floating point (attention in the LLM schemes, the
+    LM head, the FP baselines): ``rows`` outputs in parallel, ``lanes`` reduction elements per cycle, an FP adder
+    tree of ``latency`` cycles. Described for the simulator; no generator."""
+
+    kind: ClassVar[UnitKind] = UnitKind.FP_MAC
+
+    lanes: int
+    rows: int
+    fp_bits: int = 16
+    latency: int = 8
+
+    def __post_init__(self):
+        _int_field("lanes", self.lanes, 1)
+        _int_field("rows", self.rows, 1)
+        _choice("fp_bits", self.fp_bits, (16, 32))
+        _int_field("latency", self.latency, 1, 64)
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.lanes * self.rows
+
+    @property
+    def module_name(self) -> str:
+        return f"fp_mac_l{self.lanes}_r{self.rows}_fp{self.fp_bits}"
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """An on-chip SRAM buffer: ``banks`` × ``ports`` words of ``word_bits`` per cycle."""
+
+    name: str
+    size_bytes: int
+    banks: int = 1
+    ports: int = 1
+    word_bits: int = 64
+
+    def __post_init__(self):
+        where = f"buffers.{self.name}"
+        _int_field(f"{where}.size_bytes", self.size_bytes, 1)
+        _int_field(f"{where}.banks", self.banks, 1, 4096)
+        _int_field(f"{where}.ports", self.ports, 1, 8)
+        _int_field(f"{where}.word_bits", self.word_bits, 1, 4096)
+        if self.size_bytes % self.banks or self.size_bytes * 8 // self.banks < self.word_bits:
+            raise ValueError(f"{where}: {self.size_bytes:,} bytes do not split into {self.banks} equal banks of "
+                             f"at least one {self.word_bits}-bit word")
+
+    @property
+    def bits_per_cycle(self) -> int:
+        return self.banks * self.ports * self.word_bits
+
+    @property
+    def bank_bytes(self) -> int:
+        return self.size_bytes // self.banks
+
+
+@dataclass(frozen=True)
+class DramSpec:
+    bandwidth_gbps: float                 #: GB/s (10^9 bytes per second)
+    pj_per_bit: float | None = None       #: None: the technology table's figure
+    latency_cycles: int = 0               #: added to every transfer
+
+    def __post_init__(self):
+        _number("dram.bandwidth_gbps", self.bandwidth_gbps, 0)
+        if self.pj_per_bit is not None:
+            _number("dram.pj_per_bit", self.pj_per_bit, 0)
+        _int_field("dram.latency_cycles", self.latency_cycles, 0)
+
+
+@dataclass(frozen=True)
+class VectorUnitSpec:
+    """The full-precision unit for element-wise and reduction work: ``lanes`` elements per cycle and pass."""
+
+    lanes: int
+    fp_bits: int = 16
+
+    def __post_init__(self):
+        _int_field("vector.lanes", self.lanes, 1, 65536)
+        _choice("vector.fp_bits", self.fp_bits, (16, 32))
+
+
+@dataclass(frozen=True)
+class EngineSlot:
+    """``count`` engines of one kind working in lockstep (as one engine ``count`` times as wide)."""
+
+    params: UnitParams
+    count: int = 1
+
+    def __post_init__(self):
+        _int_field(f"engines[{self.unit}].count", self.count, 1, 1024)
+        if isinstance(self.params, SystolicArrayParams) and self.count != 1:
+            raise ValueError(f"engines[systolic].count must be 1, not {self.count}: describe a bigger array with "
+                             "rows and cols instead")
+
+    @property
+    def unit(self) -> str:
+        return "systolic" if isinstance(self.params, SystolicArrayParams) else self.params.kind.value
+
+    @property
+    def kind(self) -> UnitKind:
+        return self.params.kind
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.params.macs_per_cycle * self.count
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    """How workloads are mapped (the choices the simulator exposes).
+
+    loop_order : ``"weights-outer"`` (a weight tile stays while every token passes: weight reuse) or
+        ``"tokens-outer"`` (each token streams every weight tile again: activation reuse).
+    double_buffer : load the next weight tile while the engine works on the current one.
+    weights : ``"stream"`` (every matmul loads its weights from DRAM) or ``"resident-if-fits"`` (when the whole
+        model's quantized weights fit in the weight buffer they are loaded once and stay).
+    """
+
+    loop_order: str = "weights-outer"
+    double_buffer: bool = True
+    weights: str = "stream"
+
+    def __post_init__(self):
+        _choice("mapping.loop_order", self.loop_order, ("weights-outer", "tokens-outer"))
+        if not isinstance(self.double_buffer, bool):
+            raise TypeError(f"mapping.double_buffer must be true or false, not {self.double_buffer!r}")
+        _choice("mapping.weights", self.weights, ("stream", "resident-if-fits"))
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """A whole accelerator (see the module docstring for the file format)."""
+
+    name: str
+    clock_mhz: float
+    engines: tuple[EngineSlot, ...]
+    weight_buffer: BufferSpec
+    activation_buffer: BufferSpec
+    kv_buffer: BufferSpec
+    dram: DramSpec
+    vector: VectorUnitSpec
+    mapping: MappingSpec = field(default_factory=MappingSpec)
+
+    def __post_init__(self):
+        _number("clock_mhz", self.clock_mhz, 0)
+        if not self.engines:
+            raise ValueError(f"design {self.name!r} has no engines")
+        kinds = [e.unit for e in self.engines]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"design {self.name!r} lists an engine kind twice: {kinds}")
+
+    @property
+    def clock_hz(self) -> float:
+        return self.clock_mhz * 1e6
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        return self.dram.bandwidth_gbps * 1e9 / self.clock_hz
+
+    def engine_for(self, unit: str, *, op: str = "") -> EngineSlot:
+        """The engine slot that runs ``unit`` work; the int8 work may run on a systolic array."""
+        for e in self.engines:
+            if e.unit == unit:
+                return e
+        if unit == UnitKind.INT8_MAC.value:
+            for e in self.engines:
+                if e.unit == "systolic":
+                    return e
+        have = ", ".join(e.unit for e in self.engines)
+        raise ValueError(f"design {self.name!r} has no {unit} engine{f' (needed by {op})' if op else ''}; it has: "
+                         f"{have}")
+
+    def to_dict(self) -> dict:
+        def engine(e: EngineSlot) -> dict:
+            return {"unit": e.unit, "count": e.count, **e.params.to_dict()}
+        return {
+            "name": self.name, "clock_mhz": self.clock_mhz, "engines": [engine(e) for e in self.engines],
+            "buffers": {b.name: {k: v for k, v in asdict(b).items() if k != "name"}
+                        for b in (self.weight_buffer, self.activation_buffer, self.kv_buffer)},
+            "dram": asdict(self.dram), "vector": asdict(self.vector), "mapping": asdict(self.mapping),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "design") -> "Accelerator":
+        """Build and validate from a mapping; every error names the field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: a design must be a table/object, not {type(d).__name__}")
+        known = {"name", "clock_mhz", "engines", "buffers", "dram", "vector", "mapping"}
+        _known(d, known, source)
+        for key in ("name", "clock_mhz", "engines", "buffers", "dram", "vector"):
+            if key not in d:
+                raise ValueError(f"{source}: missing field {key!r}")
+        if not isinstance(d["name"], str) or not d["name"]:
+            raise ValueError(f"{source}: name must be a non-empty string, not {d['name']!r}")
+        if not isinstance(d["engines"], list):
+            raise ValueError(f"{source}: engines must be an array of tables ([[engines]] in TOML), not "
+                             f"{type(d['engines']).__name__}")
+        engines = []
+        for i, e in enumerate(d["engines"]):
+            engines.append(_engine(e, f"{source}: engines[{i}]"))
+        buffers = _table(d, "buffers", source)
+        _known(buffers, {"weights", "activations", "kv"}, f"{source}: buffers")
+        built = {}
+        for name in ("weights", "activations", "kv"):
+            if name not in buffers:
+                raise ValueError(f"{source}: missing buffers.{name}")
+            built[name] = _buffer(name, buffers[name], source)
+        dram = _table(d, "dram", source)
+        _known(dram, {"bandwidth_gbps", "pj_per_bit", "latency_cycles"}, f"{source}: dram")
+        vector = _table(d, "vector", source)
+        _known(vector, {"lanes", "fp_bits"}, f"{source}: vector")
+        mapping = _table(d, "mapping", source) if "mapping" in d else {}
+        _known(mapping, {"loop_order", "double_buffer", "weights"}, f"{source}: mapping")
+        try:
+            return cls(name=d["name"], clock_mhz=d["clock_mhz"], engines=tuple(engines),
+                       weight_buffer=built["weights"], activation_buffer=built["activations"], kv_buffer=built["kv"],
+                       dram=DramSpec(**dram), vector=VectorUnitSpec(**vector), mapping=MappingSpec(**mapping))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{source}: {exc}") from None
+
+
+def _table(d: dict, key: str, source: str) -> dict:
+    if not isinstance(d[key], dict):
+        raise ValueError(f"{source}: {key} must be a table, not {d[key]!r}")
+    return dict(d[key])
+
+
+def _known(d: dict, known: set, where: str) -> None:
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+
+
+def _engine(e: dict, where: str) -> EngineSlot:
+    if not isinstance(e, dict) or "unit" not in e:
+        raise ValueError(f"{where}: an engine needs a 'unit' field")
+    e = dict(e)
+    unit = e.pop("unit")
+    count = e.pop("count", 1)
+    try:
+        if unit == "fp-mac":
+            params = FpMacParams.from_dict(e)
+        elif unit == "systolic":
+            params = SystolicArrayParams.from_dict(e)
+        else:
+            kind = UnitKind.parse(unit)
+            if kind not in UNIT_PARAMS:
+                raise ValueError(f"unit {unit!r} cannot be an engine")
+            params = UNIT_PARAMS[kind].from_dict(e)
+        return EngineSlot(params, count)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where} ({unit}): {exc}") from None
+
+
+def _buffer(name: str, b: dict, source: str) -> BufferSpec:
+    where = f"{source}: buffers.{name}"
+    if not isinstance(b, dict):
+        raise ValueError(f"{where} must be a table")
+    b = dict(b)
+    _known(b, {"size_bytes", "size_kib", "size_mib", "banks", "ports", "word_bits"}, where)
+    sizes = [k for k in ("size_bytes", "size_kib", "size_mib") if k in b]
+    if len(sizes) != 1:
+        raise ValueError(f"{where}: give exactly one of size_bytes, size_kib, size_mib (got {sizes or 'none'})")
+    key = sizes[0]
+    value = b.pop(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{where}.{key} must be a positive number, not {value!r}")
+    size = value * {"size_bytes": 1, "size_kib": 1 << 10, "size_mib": 1 << 20}[key]
+    if size != int(size):
+        raise ValueError(f"{where}.{key} = {value!r} is not a whole number of bytes")
+    size = int(size)
+    try:
+        return BufferSpec(name, size, **b)
+    except (TypeError, ValueError) as exc:      # its checks name the field as buffers.NAME.FIELD
+        raise type(exc)(f"{source}: {exc}") from None
+
+
+def design_path(name: str) -> Path:
+    if name not in BUILTIN_DESIGNS:
+        raise ValueError(f"unknown design {name!r}; built-in designs: {', '.join(BUILTIN_DESIGNS)} (or give a "
+                         ".toml, .yaml or .json path)")
+    return _DESIGN_DIR / f"{name}.toml"
+
+
+def load_design(design) -> Accelerator:
+    """An :class:`Accelerator` from a built-in name, a TOML/YAML/JSON file, a dict, or an Accelerator."""
+    if isinstance(design, Accelerator):
+        return design
+    if isinstance(design, dict):
+        return Accelerator.from_dict(design)
+    text = str(design)
+    path = Path(text)
+    if text in BUILTIN_DESIGNS:
+        path = design_path(text)
+    elif not path.suffix:
+        design_path(text)                      # raises with the list of built-in designs
+    if not path.is_file():
+        raise ValueError(f"design file {str(path)!r} does not exist")
+    raw = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            d = tomllib.loads(raw)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+            d = yaml.safe_load(raw)
+        elif path.suffix == ".json":
+            d = json.loads(raw)
+        else:
+            raise ValueError(f"design file {str(path)!r}: unknown format {path.suffix!r} (use .toml, .yaml or .json)")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"design file {str(path)!r} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    except Exception as exc:               # yaml.YAMLError without importing yaml up front
+        if type(exc).__module__.startswith("yaml"):
+            raise ValueError(f"design file {str(path)!r} is not valid YAML: {exc}") from None
+        raise
+    return Accelerator.from_dict(d, source=str(path))

@@ -1,0 +1,128 @@
+"""A whole model on an accelerator: the result object of ``lowbit simulate model`` and its Markdown/CSV/JSON report."""
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from hw.accelerator import load_design
+from models.analysis import size_breakdown
+from models.config import load_config
+from models.schemes import get_scheme
+from sim.energy import ENERGY_MODES, arith_only, area, price_events
+from sim.model import simulate_model
+from sim.tech import get_technology
+
+from .io import write_text_atomic
+from .linear import markdown_table
+
+__all__ = ["model_result", "per_layer_rows", "write_model_report", "PER_LAYER_COLUMNS"]
+
+#: Columns of the per-layer table (``model.csv``; stable: other tools read it).
+PER_LAYER_COLUMNS = ["phase", "op", "unit", "executions", "cycles", "cycle_share", "macs", "dram_bytes", "energy_j"]
+
+
+def per_layer_rows(run, energy_by_op) -> list[dict]:
+    """One row per operation of the workload, decode steps folded together, in workload order."""
+    rows: dict[tuple, dict] = {}
+    for i, t in enumerate(run.ops):
+        key = (t.op.phase, t.op.name)
+        row = rows.setdefault(key, {"phase": t.op.phase, "op": t.op.name, "unit": t.engine, "executions": 0,
+                                    "cycles": 0, "macs": 0, "dram_bytes": 0, "energy_j": 0.0})
+        row["executions"] += t.executions
+        row["cycles"] += t.total_cycles
+        row["macs"] += t.macs * t.executions
+        row["dram_bytes"] += t.dram_bytes * t.executions
+        row["energy_j"] += energy_by_op[i]
+    total = run.cycles or 1
+    out = list(rows.values())
+    for row in out:
+        row["cycle_share"] = row["cycles"] / total
+    return out
+
+
+def model_result(model, scheme, design, *, seq_len: int = 128, decode_steps: int = 0, tech: str = "45nm",
+                 energy: str = "full", stepped: bool = False, per_layer: bool = False,
+                 counters: bool = False) -> dict:
+    """Simulate ``model`` under ``scheme`` on ``design`` and price it: the JSON-ready result.
+
+    Every input is resolved (and refused with a message naming it) before the run starts.
+    """
+    cfg = load_config(model)
+    sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    acc = load_design(design)
+    node = get_technology(tech)
+    if energy not in ENERGY_MODES:
+        raise ValueError(f"unknown energy mode {energy!r}; use one of {', '.join(ENERGY_MODES)}")
+    start = time.perf_counter()
+    run = simulate_model(cfg, sch, acc, seq_len=seq_len, decode_steps=decode_steps, stepped=stepped)
+    wall = time.perf_counter() - start
+    priced = price_events(run.events(), node, acc) if energy == "full" else arith_only([t.op for t in run.ops], node)
+    result = {
+        "model": cfg.name, "scheme": sch.name, "design": acc.name, "seq_len": seq_len,
+        "decode_steps": decode_steps, "clock_mhz": acc.clock_mhz, "mode": "stepped" if stepped else "fast",
+        "cycles": run.cycles, "latency_s": run.latency_s,
+        "prefill_cycles": run.phase_cycles("prefill"), "decode_cycles": run.phase_cycles("decode"),
+        "energy_j": priced.to_dict(),
+        "ops_by_kind": run.macs_by_kind(),
+        "area": area(acc, node),
+        "model_size_bytes": size_breakdown(cfg, sch)["model_size_bytes"],
+        "weights_resident": run.weights_resident,
+        "utilisation": run.utilisation,
+        "dram_bytes": sum(t.dram_bytes * t.executions for t in run.ops),
+        "wall_seconds": wall,
+    }
+    if per_layer:
+        if energy == "full":
+            per_op = [price_events(Counter({k: v * t.executions for k, v in t.events.items()}), node, acc).total()
+                      for t in run.ops]
+        else:
+            per_op = [arith_only([t.op], node).total() for t in run.ops]
+        result["per_layer"] = per_layer_rows(run, per_op)
+    if not counters:
+        result["energy_j"].pop("counters")
+    return result
+
+
+def write_model_report(out_dir: Path, result: dict, *, stem: str = "model") -> tuple[Path, Path, Path]:
+    """Write ``{stem}.md`` (summary and per-layer table), ``{stem}.csv`` (per-layer) and ``{stem}.json``."""
+    if "per_layer" not in result:
+        raise ValueError("write_model_report needs a result made with per_layer=True")
+    out_dir = Path(out_dir)
+    table = pd.DataFrame(result["per_layer"], columns=PER_LAYER_COLUMNS)
+    csv_path = write_text_atomic(out_dir / f"{stem}.csv", table.to_csv(index=False))
+    json_path = write_text_atomic(out_dir / f"{stem}.json", json.dumps(result, indent=2))
+    e, a = result["energy_j"], result["area"]
+    steps = f" + {result['decode_steps']} decode steps" if result["decode_steps"] else ""
+    lines = [
+        f"# {result['model']} under {result['scheme']} on '{result['design']}'",
+        "",
+        f"Sequence {result['seq_len']}{steps}, {result['clock_mhz']:g} MHz, {result['mode']} mode.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| cycles | {result['cycles']:,} (prefill {result['prefill_cycles']:,}, decode {result['decode_cycles']:,}) |",
+        f"| latency | {result['latency_s'] * 1e3:,.3f} ms |",
+        f"| energy ({e['mode']}, {e['tech']}) | {e['total'] * 1e3:,.4g} mJ |",
+        f"| — arithmetic (mul / add / logic) | {e['arith']['total'] * 1e3:.4g} mJ ({e['arith']['mul'] * 1e3:.3g} / "
+        f"{e['arith']['add'] * 1e3:.3g} / {e['arith']['logic'] * 1e3:.3g}) |",
+        f"| — registers / SRAM / DRAM / vector | {e['registers'] * 1e3:.3g} / {e['sram'] * 1e3:.3g} / "
+        f"{e['dram'] * 1e3:.3g} / {e['vector'] * 1e3:.3g} mJ |",
+        f"| area ({a['tech']} estimate) | {a['asic_mm2']:,.3f} mm² |",
+        f"| MAC utilisation | {result['utilisation']:.1%} |",
+        f"| DRAM traffic | {result['dram_bytes']:,} bytes |",
+        f"| model size | {result['model_size_bytes']:,} bytes |",
+        "",
+        "Useful MACs by unit kind: " + ", ".join(f"{k} {v:,}" for k, v in result["ops_by_kind"].items()) + ".",
+        "",
+        "## Operations",
+        "",
+        "Identical layers folded (`executions`), decode steps of one op summed; energy of the op's counters.",
+        "",
+        markdown_table(table),
+        "",
+    ]
+    md_path = write_text_atomic(out_dir / f"{stem}.md", "\n".join(lines))
+    return md_path, csv_path, json_path

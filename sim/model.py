@@ -1,0 +1,513 @@
+"""Whole models on a described accelerator: cycles, event counters and energy, op by op.
+
+``simulate_model(model, scheme, design, ...)`` extracts the workload (``models.workload``), maps every operation
+onto the design (``hw.accelerator``) and times it:
+
+* **matmuls on a stream engine** (ternary-MAC, XNOR-popcount, BAMM, binary-basis, int8-MAC, FP-MAC): the output
+  rows are cut into row blocks of the engine's ``rows × count`` width; each row block is a *tile* whose weights
+  (or, for attention, keys/values) come from DRAM into the weight (KV) buffer unless they are resident on chip,
+  together with the activations when those do not fit the activation buffer. With ``weights-outer`` loop order a
+  tile serves every token (weight reuse); with ``tokens-outer`` every token streams every tile again. Beats issue
+  at most every ``ii`` cycles, ``ii`` being what the buffers' banks × ports × word width allow for one beat's
+  operands; tiles double-buffer when the mapping says so. The schedule is ``sim.schedule.feeder_schedule`` (fast
+  mode) or the stepped kernel with the same feeder and real operand values (stepped mode, small shapes).
+* **matmuls on a systolic array**: ``sim.systolic.gemm`` (compute) overlapped with the weight traffic.
+* **vector work** on the vector unit: ``passes × ceil(elements / lanes)`` cycles per op, plus a log2(lanes)
+  reduction drain per pass for the reductions (norms, softmax, absmax: the dynamic-scale reductions stall the
+  quantized linear after them).
+* **memory ops** (embedding gathers, KV-cache appends): their bytes at the DRAM or buffer bandwidth.
+
+Operations run one after the other in workload order; each op's cycles × its ``layers`` count. Every op also
+yields integer event counters (adds by width, gates, multiplies, register bits, SRAM bits by buffer, DRAM bits,
+vector FP operations) that ``sim.energy`` prices with a technology table.
+"""
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hw.accelerator import Accelerator, EngineSlot, FpMacParams, load_design
+from hw.params import (BammParams, BinaryBasisParams, EngineParams, Int8MacParams, SystolicArrayParams,
+                       TernaryMacParams, XnorPopcountParams, ceil_div)
+from models.analysis import BILLM_BLOCK
+from models.config import load_config
+from models.intops import signed_range
+from models.schemes import get_scheme
+from models.workload import Op, Workload, extract_workload
+
+from .schedule import feeder_schedule
+
+__all__ = ["OpTiming", "ModelRun", "simulate_model", "time_op", "VECTOR_PASSES", "VECTOR_MIX", "REDUCTIONS"]
+
+#: Passes over the data each vector op needs (a LayerNorm reads once for the statistics, once to normalise).
+VECTOR_PASSES = {"layernorm": 2, "rmsnorm": 2, "softmax": 2}
+#: Ops that end each pass with a reduction across the lanes (log2(lanes) cycles of drain per pass and row).
+REDUCTIONS = frozenset({"layernorm", "rmsnorm", "softmax", "absmax"})
+#: Floating-point operations per element: (adds, multiplies, special functions). Sums match VECTOR_FLOPS.
+VECTOR_MIX = {
+    "add": (1, 0, 0), "mul": (0, 1, 0), "scale": (0, 1, 0), "mask": (1, 0, 0), "layernorm": (4, 3, 1),
+    "rmsnorm": (2, 2, 1), "softmax": (3, 0, 2), "gelu": (2, 3, 7), "silu": (1, 1, 2), "relu": (1, 0, 0),
+    "relu2": (1, 1, 0), "tanh": (0, 0, 1), "rope": (1, 2, 0), "absmax": (2, 0, 0), "sign": (1, 0, 0),
+    "bool": (1, 0, 0), "quantize": (1, 1, 0), "rescale": (0, 1, 0),
+}
+
+
+@dataclass
+class OpTiming:
+    """One op of the workload on the design: cycles and events of one execution, and how often it runs."""
+
+    op: Op
+    engine: str                       #: engine kind, "vector" or "memory"
+    cycles: int                       #: per execution (the op's ``layers`` executions run one after another)
+    events: Counter                   #: per execution
+    macs: int = 0                     #: useful MACs per execution
+    mac_slots: int = 0                #: engine MAC slots during the op's cycles (utilisation denominator)
+    stall_cycles: int = 0
+    dram_bytes: int = 0
+    notes: str = ""
+
+    @property
+    def executions(self) -> int:
+        return self.op.layers
+
+    @property
+    def total_cycles(self) -> int:
+        return self.cycles * self.op.layers
+
+
+@dataclass
+class ModelRun:
+    model: str
+    scheme: str
+    design: Accelerator = field(repr=False)
+    seq_len: int
+    decode_steps: int
+    ops: list[OpTiming] = field(repr=False)
+    weight_bytes: int = 0
+    weights_resident: bool = False
+
+    @property
+    def cycles(self) -> int:
+        return sum(t.total_cycles for t in self.ops)
+
+    @property
+    def latency_s(self) -> float:
+        return self.cycles / self.design.clock_hz
+
+    def events(self) -> Counter:
+        total = Counter()
+        for t in self.ops:
+            for k, v in t.events.items():
+                total[k] += v * t.executions
+        return total
+
+    def macs_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.ops:
+            if t.op.kind == "matmul":
+                out[t.op.unit] = out.get(t.op.unit, 0) + t.macs * t.executions
+        return out
+
+    @property
+    def utilisation(self) -> float:
+        """Useful MACs over the MAC slots of the engines that ran them, during their ops' cycles."""
+        slots = sum(t.mac_slots * t.executions for t in self.ops)
+        return sum(t.macs * t.executions for t in self.ops) / slots if slots else 0.0
+
+    def phase_cycles(self, phase: str) -> int:
+        return sum(t.total_cycles for t in self.ops if t.op.phase == phase)
+
+
+# -- stream engines ------------------------------------------------------------------------------------------
+
+def _weight_bits(params) -> int:
+    """Bits of one weight-side element a beat carries per row and lane."""
+    if isinstance(params, TernaryMacParams):
+        return 2
+    if isinstance(params, (XnorPopcountParams, BammParams)):
+        return 1
+    if isinstance(params, BinaryBasisParams):
+        return params.n_bases if params.mode == "bases" else 4
+    if isinstance(params, Int8MacParams):
+        return params.weight_bits
+    if isinstance(params, FpMacParams):
+        return params.fp_bits
+    raise TypeError(f"no weight width for {type(params).__name__}")
+
+
+def _dram_cycles(design: Accelerator, nbytes: int) -> int:
+    """Cycles of one DRAM transfer of ``nbytes`` at the design's bandwidth, with its fixed latency (0 for none)."""
+    return 0 if nbytes == 0 else math.ceil(nbytes / design.dram_bytes_per_cycle) + design.dram.latency_cycles
+
+
+def _engine_weight_bytes(op: Op, slot: EngineSlot) -> int:
+    """Bytes of one execution of ``op``'s right operand in the engine's format, rows padded to whole row blocks:
+    what streaming loads once per pass over it, and what a resident copy occupies."""
+    p = slot.params
+    if isinstance(p, SystolicArrayParams):
+        return ceil_div(op.k * op.n * p.weight_bits, 8)
+    rows_total = p.rows * slot.count
+    return ceil_div(op.n, rows_total) * ceil_div(rows_total * op.k * _weight_bits(p), 8)
+
+
+def _act_bits(params) -> int:
+    """Bits of one activation element a beat carries per lane."""
+    if isinstance(params, (XnorPopcountParams, BammParams)):
+        return 1
+    if isinstance(params, FpMacParams):
+        return params.fp_bits
+    return params.act_bits
+
+
+def _check_fit(slot: EngineSlot, op: Op) -> None:
+    p = slot.params
+    # BiLLM's reductions run over its 128-column blocks
+    k = min(op.k, BILLM_BLOCK) if isinstance(p, BinaryBasisParams) and p.mode == "billm" else op.k
+    if isinstance(p, EngineParams) and k > p.max_k:
+        raise ValueError(f"{op.name}: reductions of {k} exceed the {slot.unit} engine's max_k={p.max_k}")
+    if isinstance(p, (TernaryMacParams, BinaryBasisParams, Int8MacParams)) and op.a_bits > p.act_bits:
+        raise ValueError(f"{op.name}: {op.a_bits}-bit activations exceed the {slot.unit} engine's "
+                         f"act_bits={p.act_bits}")
+    if isinstance(p, Int8MacParams) and op.b_bits > p.weight_bits:
+        raise ValueError(f"{op.name}: {op.b_bits}-bit weights exceed the int8-mac engine's weight_bits={p.weight_bits}")
+    if isinstance(p, SystolicArrayParams):
+        for what, need, have in (("activations", op.a_bits, p.act_bits), ("weights", op.b_bits, p.weight_bits),
+                                 ("accumulators", op.acc_bits, p.acc_width)):
+            if need > have:
+                raise ValueError(f"{op.name}: {need}-bit {what} exceed the systolic array's {have} bits")
+    if isinstance(p, FpMacParams) and op.a_bits > p.fp_bits:
+        raise ValueError(f"{op.name}: fp{op.a_bits} operands exceed the fp-mac engine's fp{p.fp_bits}")
+    if isinstance(p, BinaryBasisParams):
+        billm = op.weight_layout == "billm"
+        if billm != (p.mode == "billm"):
+            raise ValueError(f"{op.name}: needs a binary-basis engine in {'billm' if billm else 'bases'} mode, the "
+                             f"design's is in {p.mode!r} mode")
+        if p.mode == "bases" and op.b_bits > p.n_bases:
+            raise ValueError(f"{op.name}: {op.b_bits} binary bases exceed the binary-basis engine's n_bases={p.n_bases}")
+
+
+def _tree_events(params, rows_total: int) -> Counter:
+    """Adds (by width) and register bits of one beat through the engine's trees and accumulators."""
+    ev = Counter()
+    if isinstance(params, FpMacParams):
+        return ev
+    beats = ceil_div(params.max_k, params.lanes)
+    for ch in params.channels():
+        copies = rows_total if ch.per_row else max(1, rows_total // params.rows)
+        nodes = ch.terms
+        for level in range(1, ch.depth + 1):
+            nxt = ceil_div(nodes, ch.arity)
+            adds = nodes - nxt                       # every add removes one node
+            ev[("int_add", ch.level_width(level))] += adds * copies
+            if level in params.registered_levels:
+                ev[("reg_bits",)] += nxt * ch.level_width(level) * copies
+            nodes = nxt
+        ev[("int_add", ch.acc_width(beats))] += copies          # the accumulator
+        ev[("reg_bits",)] += ch.acc_width(beats) * copies
+    return ev
+
+
+def _lane_events(params, rows_total: int) -> Counter:
+    """The lane logic of one beat (gates, multiplies), before the trees."""
+    ev = Counter()
+    lanes = params.lanes
+    if isinstance(params, TernaryMacParams):
+        ev[("gate", "xor")] += rows_total * lanes * params.act_bits
+        ev[("gate", "and")] += rows_total * lanes * (params.act_bits + 1)
+    elif isinstance(params, XnorPopcountParams):
+        ev[("gate", "xnor")] += rows_total * lanes
+    elif isinstance(params, BammParams):
+        ev[("gate", "and" if params.identity == "and" else "xnor")] += rows_total * lanes
+    elif isinstance(params, BinaryBasisParams):
+        planes = sum(1 for c in params.channels() if c.per_row)    # the sign-gated sums (BiLLM: and mask sums)
+        if params.lut_group:
+            mu = params.lut_group
+            groups = lanes // mu
+            ev[("int_add", params.act_bits + mu)] += groups * ((1 << mu) - 1 - mu) * max(1, rows_total // params.rows)
+        else:
+            ev[("gate", "and")] += planes * rows_total * lanes * params.act_bits
+    elif isinstance(params, Int8MacParams):
+        ev[("int_mul", params.act_bits, params.weight_bits)] += rows_total * lanes
+    elif isinstance(params, FpMacParams):
+        ev[("fp_mul", params.fp_bits)] += rows_total * lanes
+        ev[("fp_add", params.fp_bits)] += rows_total * lanes
+    return ev
+
+
+def _result_events(params, rows_total: int) -> Counter:
+    """Events of one result beat: the final-totals and result registers and the result arithmetic."""
+    ev = Counter()
+    if isinstance(params, FpMacParams):
+        ev[("reg_bits",)] += rows_total * params.fp_bits
+        return ev
+    out_bits = params.result_layout.width * max(1, rows_total // params.rows)
+    ev[("reg_bits",)] += 2 * out_bits
+    per_row = {TernaryMacParams: 1, XnorPopcountParams: 1, BammParams: 1, Int8MacParams: 0}.get(type(params))
+    if isinstance(params, BinaryBasisParams):
+        per_row = len(params.planes)
+        if params.scale_bits:
+            ev[("int_mul", params.scale_bits, params.acc_width)] += params.n_bases * rows_total
+    if per_row:
+        ev[("int_add", params.result_layout.fields[0].elem_width)] += per_row * rows_total
+    return ev
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where an op's operands live and what moves per tile."""
+
+    weight_src: str          # "weights" or "kv"
+    weight_on_chip: bool
+    acts_on_chip: bool
+
+
+def _stream_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _Placement, *, stepped: bool,
+                   seed: int = 0) -> OpTiming:
+    p = slot.params
+    rows_total = p.rows * slot.count
+    lanes = p.lanes
+    a_bits, w_bits = _act_bits(p), _weight_bits(p)
+    m, k, n = op.m, op.k, op.n
+    per_exec_count = op.count                    # heads run one after another
+    row_blocks = ceil_div(n, rows_total)
+    k_chunks = ceil_div(k, lanes)
+    if isinstance(p, BinaryBasisParams) and p.mode == "billm":
+        k_chunks = sum(ceil_div(min(BILLM_BLOCK, k - s), lanes) for s in range(0, k, BILLM_BLOCK))  # per block
+    w_src = design.kv_buffer if placement.weight_src == "kv" else design.weight_buffer
+    act_buf = design.activation_buffer
+    ii = max(1, ceil_div(lanes * a_bits, act_buf.bits_per_cycle), ceil_div(rows_total * lanes * w_bits,
+                                                                               w_src.bits_per_cycle))
+    tile_w_bytes = ceil_div(rows_total * k * w_bits, 8)
+    act_bytes = ceil_div(m * k * a_bits, 8)
+    slots = 2 if design.mapping.double_buffer else 1
+    if not placement.weight_on_chip and tile_w_bytes * slots > w_src.size_bytes:
+        raise ValueError(f"{op.name}: the {w_src.name} buffer ({w_src.size_bytes:,} bytes) cannot hold {slots} "
+                         f"tile(s) of {tile_w_bytes:,} bytes ({rows_total} rows × K={k} × {w_bits} bits); enlarge "
+                         f"buffers.{w_src.name} or use fewer rows")
+
+    if design.mapping.loop_order == "weights-outer" or m == 1:
+        tile_beats = [m * k_chunks] * row_blocks
+        tile_bytes = [(0 if placement.weight_on_chip else tile_w_bytes) +
+                      (0 if placement.acts_on_chip else act_bytes)] * row_blocks
+    else:       # tokens-outer: every token streams every weight tile again
+        tile_beats = [k_chunks] * (row_blocks * m)
+        tile_bytes = [(0 if placement.weight_on_chip else tile_w_bytes) +
+                      (0 if placement.acts_on_chip else ceil_div(k * a_bits, 8))] * (row_blocks * m)
+    loads = [_dram_cycles(design, b) for b in tile_bytes]
+    latency = p.latency
+    if stepped and not isinstance(p, FpMacParams):
+        cycles = _stepped_cycles(op, slot, design, tile_beats, loads, slots, ii, seed)
+    else:
+        cycles = feeder_schedule(tile_beats, loads, slots=slots, ii=ii, latency=latency).cycles
+    beats = sum(tile_beats)
+    blocks = ceil_div(k, BILLM_BLOCK) if isinstance(p, BinaryBasisParams) and p.mode == "billm" else 1
+    results = row_blocks * m * blocks                      # BiLLM closes a reduction per 128-column block
+
+    ev = Counter()
+    for key, v in _lane_events(p, rows_total).items():
+        ev[key] += v * beats
+    for key, v in _tree_events(p, rows_total).items():
+        ev[key] += v * beats
+    for key, v in _result_events(p, rows_total).items():
+        ev[key] += v * results
+    payload = lanes * a_bits + rows_total * lanes * w_bits + 1
+    ev[("reg_bits",)] += payload * beats                                         # the operand register
+    ev[("sram_read", "activations")] += lanes * a_bits * beats
+    ev[("sram_read", placement.weight_src)] += rows_total * lanes * w_bits * beats
+    out_bits = p.fp_bits if isinstance(p, FpMacParams) else p.result_layout.fields[0].elem_width
+    ev[("sram_write", "activations")] += m * n * out_bits
+    dram_bytes = sum(tile_bytes)
+    weight_bytes_loaded = (0 if placement.weight_on_chip else tile_w_bytes) * len(tile_beats)
+    ev[("sram_write", placement.weight_src)] += weight_bytes_loaded * 8
+    ev[("dram_bits",)] += dram_bytes * 8
+    # QBB's N bases are N MACs per weight; everything else one
+    macs = m * k * n * (op.b_bits if isinstance(p, BinaryBasisParams) and p.mode == "bases" else 1)
+    scaled = Counter({key: v * per_exec_count for key, v in ev.items()})
+    return OpTiming(op, slot.unit, cycles * per_exec_count, scaled, macs=macs * per_exec_count,
+                    mac_slots=cycles * per_exec_count * p.macs_per_cycle * slot.count,
+                    stall_cycles=(cycles - beats - latency) * per_exec_count, dram_bytes=dram_bytes * per_exec_count,
+                    notes=f"ii={ii}, {len(tile_beats)} tile(s), {beats} beats")
+
+
+def _stepped_shape(op: Op, slot: EngineSlot, design: Accelerator):
+    """``(params, m, k, n)`` the stepped kernel runs for ``op``, after refusing what it cannot step — called for
+    every matmul before the first op is timed. ``count`` engines in lockstep step as one engine ``count`` times
+    as wide; BiLLM's per-block reductions step as reductions of one block each, (token, block) pairs the rows."""
+    from dataclasses import replace
+
+    from .engine import MAX_STEPPED_BYTES
+
+    p = slot.params
+    if isinstance(p, (FpMacParams, SystolicArrayParams)):
+        return None                                     # closed form in both modes
+    if slot.count > 1:
+        p = replace(p, rows=p.rows * slot.count)
+    m, k, n = op.m, op.k, op.n
+    if design.mapping.loop_order == "tokens-outer" and m > 1:
+        raise ValueError(f"{op.name}: the stepped mode follows the engine's own beat order (the weights-outer "
+                         "loop); the fast mode covers tokens-outer")
+    if isinstance(p, BinaryBasisParams) and p.mode == "billm":
+        if k % BILLM_BLOCK:
+            raise ValueError(f"{op.name}: the stepped mode runs BiLLM layers whose K is a multiple of "
+                             f"{BILLM_BLOCK}, not {k}")
+        m, k = m * (k // BILLM_BLOCK), BILLM_BLOCK
+    n_ch = sum(p.rows if c.per_row else 1 for c in p.channels())
+    if p.n_beats(n, k, m) * n_ch * 8 > MAX_STEPPED_BYTES:
+        raise ValueError(f"{op.name}: stepping {p.n_beats(n, k, m):,} beats × {n_ch} channels needs more than "
+                         f"{MAX_STEPPED_BYTES >> 30} GiB; use the fast mode for this size")
+    return p, m, k, n
+
+
+def _stepped_cycles(op: Op, slot: EngineSlot, design: Accelerator, tile_beats, loads, slots, ii, seed) -> int:
+    """The stepped kernel on random operands of the op's shape, in the engine's operand ranges (timing does not
+    depend on values)."""
+    from .engine import Feeder, simulate
+
+    p, m, k, n = _stepped_shape(op, slot, design)
+    rng = np.random.default_rng(seed)
+    lo, hi = signed_range(p.act_bits) if hasattr(p, "act_bits") else (-1, 1)
+
+    def acts(shape):
+        return rng.integers(lo, hi + 1, shape)
+
+    if isinstance(p, TernaryMacParams):
+        w, x = rng.integers(-1, 2, (n, k)), acts((m, k))
+    elif isinstance(p, XnorPopcountParams):
+        w, x = rng.choice([-1, 1], (n, k)), rng.choice([-1, 1], (m, k))
+    elif isinstance(p, BammParams):
+        w, x = rng.choice([-1, 1], (n, k)), rng.integers(0, 2, (m, k))
+    elif isinstance(p, BinaryBasisParams):
+        if p.mode == "billm":
+            w = np.stack([rng.integers(0, 3, (n, k)), rng.choice([-1, 1], (n, k)), rng.choice([-1, 1], (n, k))])
+        else:
+            w = rng.choice([-1, 1], (p.n_bases, n, k))
+        x = acts((m, k))
+    else:                                               # int8-MAC
+        w_lo, w_hi = signed_range(p.weight_bits)
+        w, x = rng.integers(w_lo, w_hi + 1, (n, k)), acts((m, k))
+    assert len(tile_beats) == p.row_blocks(n) and sum(tile_beats) == p.n_beats(n, k, m), "checked up front"
+    run = simulate(p, w, x, feeder=Feeder(tuple(tile_beats), tuple(loads), slots, ii))
+    return run.last_output_cycle + 1
+
+
+# -- systolic arrays, vector unit, memory ---------------------------------------------------------------------
+
+def _systolic_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _Placement) -> OpTiming:
+    from .systolic import gemm
+
+    p: SystolicArrayParams = slot.params
+    run = gemm(p, op.m, op.k, op.n)
+    # the op ends when its last output is in the buffer: the output-stationary drain tail counts here
+    compute = run.cycles + run.drain_tail
+    w_bytes = 0 if placement.weight_on_chip else _engine_weight_bytes(op, slot)
+    a_bytes = 0 if placement.acts_on_chip else ceil_div(op.m * op.k * p.act_bits, 8)
+    dram = w_bytes + a_bytes
+    dram_cycles = _dram_cycles(design, dram)
+    cycles = max(compute, dram_cycles) if design.mapping.double_buffer else compute + dram_cycles
+    ev = Counter()
+    ev[("int_mul", p.act_bits, p.weight_bits)] += run.macs
+    ev[("int_add", p.acc_width)] += run.macs
+    ev[("reg_bits",)] += (run.a_reg_writes * p.act_bits + run.b_reg_writes * p.weight_bits
+                          + run.psum_reg_writes * p.acc_width)
+    ev[("sram_read", "activations")] += run.sram_a_reads * p.act_bits + run.sram_c_reads * p.acc_width
+    ev[("sram_read", placement.weight_src)] += run.sram_b_reads * p.weight_bits
+    ev[("sram_write", "activations")] += run.sram_c_writes * p.acc_width
+    ev[("sram_write", placement.weight_src)] += w_bytes * 8
+    ev[("dram_bits",)] += dram * 8
+    n = op.count
+    return OpTiming(op, slot.unit, cycles * n, Counter({key: v * n for key, v in ev.items()}), macs=run.macs * n,
+                    mac_slots=cycles * n * p.macs_per_cycle * slot.count, stall_cycles=(cycles - compute) * n,
+                    dram_bytes=dram * n, notes=f"{run.folds} folds, {p.dataflow}, {run.cycles} compute cycles")
+
+
+def _vector_timing(op: Op, design: Accelerator) -> OpTiming:
+    lanes = design.vector.lanes
+    elements = op.m * op.n * op.count
+    passes = VECTOR_PASSES.get(op.op, 1)
+    cycles = passes * ceil_div(elements, lanes)
+    if op.op in REDUCTIONS:
+        rows = op.m * op.count
+        cycles += passes * rows * max(1, math.ceil(math.log2(lanes)) if lanes > 1 else 1)
+    adds, muls, special = VECTOR_MIX[op.op]
+    bits = design.vector.fp_bits
+    ev = Counter()
+    ev[("vector", "fp_add", bits)] += adds * elements
+    ev[("vector", "fp_mul", bits)] += muls * elements
+    ev[("vector", "fp_special", bits)] += special * elements
+    ev[("sram_read", "activations")] += passes * elements * bits
+    ev[("sram_write", "activations")] += elements * bits
+    return OpTiming(op, "vector", cycles, ev)
+
+
+def _memory_timing(op: Op, design: Accelerator, kv_on_chip: bool) -> OpTiming:
+    ev = Counter()
+    bits = op.bytes * 8
+    if op.op == "kv_append" and kv_on_chip:
+        cycles = ceil_div(bits, design.kv_buffer.bits_per_cycle)
+        ev[("sram_write", "kv")] += bits
+        dram = 0
+    else:
+        cycles = _dram_cycles(design, op.bytes)
+        ev[("dram_bits",)] += bits
+        if op.op == "gather":                   # embedding rows land in the activation buffer
+            ev[("sram_write", "activations")] += bits
+        dram = op.bytes
+    return OpTiming(op, "memory", cycles, ev, dram_bytes=dram)
+
+
+# -- the model --------------------------------------------------------------------------------------------------
+
+def _weight_footprint(ops, design: Accelerator) -> int:
+    """Bytes every weight matmul's operand takes in its engine's format — low-bit and full-precision alike (the LM
+    head, the baselines' linears): what 'resident' has to hold. Prefill holds every weight op once a layer."""
+    return sum(_engine_weight_bytes(op, design.engine_for(op.unit, op=op.name)) * op.layers * op.count
+               for op in ops if op.kind == "matmul" and op.weight and op.phase == "prefill")
+
+
+def _kv_footprint(cfg, seq: int, decode: int, fp_bits: int) -> int:
+    return 2 * cfg.num_layers * (seq + decode) * cfg.kv_dim * fp_bits // 8
+
+
+def time_op(op: Op, design: Accelerator, *, weights_on_chip: bool, kv_on_chip: bool, stepped: bool = False,
+            seed: int = 0) -> OpTiming:
+    """Map one operation onto the design and time it (``stepped`` runs stream matmuls through the kernel)."""
+    if op.kind == "vector":
+        return _vector_timing(op, design)
+    if op.kind == "memory":
+        return _memory_timing(op, design, kv_on_chip)
+    slot = design.engine_for(op.unit, op=op.name)
+    _check_fit(slot, op)
+    attention = not op.weight
+    placement = _Placement("kv" if attention else "weights", kv_on_chip if attention else weights_on_chip,
+                           ceil_div(op.m * op.k * op.a_bits, 8) <= design.activation_buffer.size_bytes)
+    if isinstance(slot.params, SystolicArrayParams):
+        return _systolic_timing(op, slot, design, placement)
+    return _stream_timing(op, slot, design, placement, stepped=stepped, seed=seed)
+
+
+def simulate_model(model, scheme, design, *, seq_len: int = 128, decode_steps: int = 0, batch: int = 1,
+                   stepped: bool = False, workload: Workload | None = None) -> ModelRun:
+    """Run ``model`` under ``scheme`` on ``design``; every check happens before the first op is timed."""
+    cfg = load_config(model)
+    sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    acc = load_design(design)
+    wl = workload or extract_workload(cfg, sch, seq_len=seq_len, decode_steps=decode_steps, batch=batch)
+    # Refuse a design without an engine for some op, or an op it cannot run, before any timing.
+    for op in wl.ops:
+        if op.kind == "matmul":
+            slot = acc.engine_for(op.unit, op=op.name)
+            _check_fit(slot, op)
+            if stepped:
+                _stepped_shape(op, slot, acc)
+    weight_bytes = _weight_footprint(wl.ops, acc)
+    resident = acc.mapping.weights == "resident-if-fits" and weight_bytes <= acc.weight_buffer.size_bytes
+    kv_on_chip = _kv_footprint(cfg, seq_len, decode_steps, sch.fp_bits) * batch <= acc.kv_buffer.size_bytes
+    timings = [time_op(op, acc, weights_on_chip=resident, kv_on_chip=kv_on_chip, stepped=stepped) for op in wl.ops]
+    if resident:
+        # the one-time load of every weight into the buffer, before the first op
+        load = Op("load_weights", "memory", "load_weights", "fp-vector", "prefill", bytes=weight_bytes)
+        ev = Counter({("dram_bits",): weight_bytes * 8, ("sram_write", "weights"): weight_bytes * 8})
+        timings.insert(0, OpTiming(load, "memory", _dram_cycles(acc, weight_bytes), ev, dram_bytes=weight_bytes))
+    return ModelRun(cfg.name, sch.name, acc, seq_len, decode_steps, timings, weight_bytes, resident)

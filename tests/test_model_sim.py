@@ -1,0 +1,361 @@
+"""Whole models on described accelerators: stepped = fast, the required runs, energy that adds up from its
+counters, BitNet's Table 1 through the workload, and refusals before any run."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hw.accelerator import Accelerator, load_design
+from lowbit.cli import main
+from models.config import load_config
+from models.workload import extract_workload
+from sim.energy import arith_only, price_events
+from sim.model import simulate_model
+from sim.tech import bitnet_table1, get_technology
+
+TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64, "vocab_size": 50, "max_position_embeddings": 64, "type_vocab_size": 2}
+TINY_LLAMA = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 48, "vocab_size": 60, "max_position_embeddings": 64}
+
+
+def _design(engines, *, bandwidth=0.4, banks=1, act_banks=1, kv_kib=64, w_kib=16, double_buffer=True,
+            weights="stream"):
+    return Accelerator.from_dict({
+        "name": "small", "clock_mhz": 100, "engines": engines,
+        "buffers": {"weights": {"size_kib": w_kib, "banks": banks, "word_bits": 32},
+                    "activations": {"size_kib": 16, "banks": act_banks, "word_bits": 32},
+                    "kv": {"size_kib": kv_kib, "banks": 2, "word_bits": 32}},
+        "dram": {"bandwidth_gbps": bandwidth, "latency_cycles": 3},
+        "vector": {"lanes": 4},
+        "mapping": {"double_buffer": double_buffer, "weights": weights},
+    })
+
+
+FP = {"unit": "fp-mac", "lanes": 4, "rows": 4}
+ENGINES = {
+    "bitnet-b1.58": [{"unit": "ternary-mac", "lanes": 8, "rows": 4, "max_k": 128}, FP],
+    "ternarybert": [{"unit": "ternary-mac", "lanes": 8, "rows": 2, "max_k": 128, "count": 2},
+                    {"unit": "int8-mac", "lanes": 4, "rows": 4, "max_k": 64}],
+    "bibert:zero_policy=pos": [{"unit": "xnor-popcount", "lanes": 16, "rows": 4, "max_k": 128},
+                               {"unit": "bamm", "lanes": 8, "rows": 8, "max_k": 64}],
+    "qbb:n_bases=2": [{"unit": "binary-basis", "lanes": 8, "rows": 2, "max_k": 128, "n_bases": 2}, FP],
+    "billm": [{"unit": "binary-basis", "lanes": 8, "rows": 2, "max_k": 128, "mode": "billm"}, FP],
+    "int8": [{"unit": "int8-mac", "lanes": 8, "rows": 4, "max_k": 128}, FP],
+}
+
+
+@pytest.mark.parametrize("scheme", list(ENGINES))
+@pytest.mark.parametrize("variant", [dict(), dict(bandwidth=0.05, double_buffer=False), dict(banks=1, bandwidth=5)])
+def test_stepped_equals_fast_on_whole_models(scheme, variant):
+    cfg = load_config(TINY_LLAMA if scheme in ("qbb:n_bases=2", "billm", "int8") else TINY_BERT)
+    if scheme == "billm":
+        cfg = cfg.replace(hidden_size=128, intermediate_size=256, num_heads=4, num_kv_heads=2, head_dim=32)
+    design = _design(ENGINES[scheme], **variant)
+    fast = simulate_model(cfg, scheme, design, seq_len=9, decode_steps=2 if cfg.is_decoder else 0)
+    stepped = simulate_model(cfg, scheme, design, seq_len=9, decode_steps=2 if cfg.is_decoder else 0, stepped=True)
+    assert [t.cycles for t in stepped.ops] == [t.cycles for t in fast.ops]
+    assert stepped.cycles == fast.cycles
+    assert any(t.stall_cycles > 0 for t in fast.ops if t.op.kind == "matmul") or variant == {}
+
+
+def test_stalls_come_from_memory_and_ports():
+    cfg = load_config(TINY_BERT)
+    fast_dram = simulate_model(cfg, "bitnet-b1.58", _design(ENGINES["bitnet-b1.58"], bandwidth=50), seq_len=9)
+    slow_dram = simulate_model(cfg, "bitnet-b1.58", _design(ENGINES["bitnet-b1.58"], bandwidth=0.05), seq_len=9)
+    single = simulate_model(cfg, "bitnet-b1.58", _design(ENGINES["bitnet-b1.58"], bandwidth=0.05,
+                                                         double_buffer=False), seq_len=9)
+    assert fast_dram.cycles < slow_dram.cycles < single.cycles
+    # 8 lanes × 4 rows × 2 bits = 64 weight bits a beat: one 32-bit bank halves the issue rate, two do not
+    # (activations get two banks in both so the 8 × 8-bit activation beat is never the limiter)
+    one_bank = simulate_model(cfg, "bitnet-b1.58", _design(ENGINES["bitnet-b1.58"], bandwidth=50, banks=1,
+                                                           act_banks=2), seq_len=9)
+    two_banks = simulate_model(cfg, "bitnet-b1.58", _design(ENGINES["bitnet-b1.58"], bandwidth=50, banks=2,
+                                                            act_banks=2), seq_len=9)
+    q = [t for t in one_bank.ops if t.op.name == "layer.attn.q"][0]
+    assert "ii=2" in q.notes and "ii=1" in [t for t in two_banks.ops if t.op.name == "layer.attn.q"][0].notes
+    assert two_banks.cycles < one_bank.cycles
+    resident = simulate_model(cfg, "bitnet-b1.58", _design(ENGINES["bitnet-b1.58"], bandwidth=0.05,
+                                                           weights="resident-if-fits"), seq_len=9)
+    assert resident.weights_resident and resident.ops[0].op.name == "load_weights"
+
+
+def test_resident_weights_hold_every_weight_matmul_in_its_engine_format():
+    # Tiny LLaMA under int8: the linears on the int8 engine (8-bit weights, 4 rows), the LM head on the FP16
+    # engine (4 rows): n·k bytes and 2·n·k bytes (every n here is a multiple of 4).
+    ops = extract_workload(load_config(TINY_LLAMA), "int8", seq_len=9).ops
+    weight_ops = [o for o in ops if o.kind == "matmul" and o.weight and o.phase == "prefill"]
+    want = sum(o.n * o.k * (2 if o.unit == "fp-mac" else 1) * o.layers for o in weight_ops)
+    assert any(o.unit == "fp-mac" for o in weight_ops)
+    assert want == 2 * (32 * 32 * 2 + 16 * 32 * 2 + 48 * 32 * 2 + 32 * 48) + 60 * 32 * 2 == 19200
+    small = simulate_model(TINY_LLAMA, "int8", _design(ENGINES["int8"], weights="resident-if-fits"), seq_len=9)
+    assert small.weight_bytes == want and not small.weights_resident          # 19,200 bytes > 16 KiB
+    big = simulate_model(TINY_LLAMA, "int8", _design(ENGINES["int8"], w_kib=32, weights="resident-if-fits"),
+                         seq_len=9)
+    assert big.weights_resident and big.ops[0].op.name == "load_weights"
+    assert big.ops[0].cycles == math.ceil(want / 4) + 3            # 0.4 GB/s at 100 MHz: 4 bytes a cycle, + latency
+    assert all(t.dram_bytes == 0 for t in big.ops if t.op.kind == "matmul" and t.op.weight)
+
+
+def test_energy_adds_up_from_its_counters():
+    run = simulate_model("bert-base", "bitnet-b1.58", "ternary", seq_len=128)
+    tech = get_technology("45nm")
+    e = price_events(run.events(), tech, run.design)
+    d = e.to_dict()
+    assert math.isclose(d["total"], sum(c["count"] * c["pj_each"] * 1e-12 for c in d["counters"]), rel_tol=1e-12)
+    assert math.isclose(d["total"], d["arith"]["total"] + d["registers"] + d["sram"] + d["dram"] + d["vector"],
+                        rel_tol=1e-12)
+    assert math.isclose(d["arith"]["total"], d["arith"]["mul"] + d["arith"]["add"] + d["arith"]["logic"],
+                        rel_tol=1e-12)
+    assert all(c["source"] for c in d["counters"])
+    # the counters are the workload's: every MAC of the ternary engine ran through XOR/AND lane logic
+    ternary_macs = run.macs_by_kind()["ternary-mac"]
+    xor = [c for c in d["counters"] if c["event"] == "gate/xor"][0]["count"]
+    assert xor >= ternary_macs * 8
+    seven = price_events(run.events(), get_technology("7nm"), run.design).total()
+    assert seven < e.total()
+
+
+@pytest.mark.parametrize("node", ["45nm", "7nm"])
+def test_arith_only_reproduces_bitnet_table1_from_the_workload(node):
+    tech = get_technology(node)
+    rule = {(r["size"], r["weight_format"]): r for r in bitnet_table1(tech)}
+    for size in ("6.7B", "13B", "30B"):
+        model = f"bitnet-paper-{size.lower()}"
+        for fmt, scheme in (("fp32", "fp32"), ("fp16", "fp16"), ("bitnet", "bitnet-v1")):
+            ops = [o for o in extract_workload(model, scheme, seq_len=512, pooler=False).ops if o.name != "lm_head"]
+            e = arith_only(ops, tech)
+            r = rule[(size, fmt)]
+            assert e.total("arith.mul") == pytest.approx(r["mul_j"], rel=2e-3), (size, fmt)
+            assert e.total("arith.add") == pytest.approx(r["add_j"], rel=2e-3), (size, fmt)
+
+
+def _run_cli(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("scheme,design", [("bibert:zero_policy=pos", "xnor"), ("ternarybert", "ternary"),
+                                           ("bitnet-b1.58", "ternary")])
+def test_bert_base_runs(capsys, scheme, design):
+    code, out, err = _run_cli(["simulate", "model", "--model", "bert-base", "--scheme", scheme, "--design", design,
+                               "--seq", 128, "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    for key in ("cycles", "latency_s", "energy_j", "ops_by_kind", "area", "model_size_bytes", "utilisation"):
+        assert key in r
+    for key in ("total", "arith", "sram", "dram", "vector"):
+        assert key in r["energy_j"]
+    assert {"mul", "add"} <= set(r["energy_j"]["arith"])
+    assert r["latency_s"] == pytest.approx(r["cycles"] / 200e6)
+    assert 0 < r["utilisation"] <= 1
+
+
+@pytest.mark.parametrize("scheme,design", [("bitnet-b1.58", "ternary"), ("billm", "billm"), ("qbb", "binary-basis")])
+def test_llama_7b_prefill_and_128_decode_steps(capsys, scheme, design):
+    code, out, err = _run_cli(["simulate", "model", "--model", "llama-7b", "--scheme", scheme, "--design", design,
+                               "--seq", 512, "--decode-steps", 128, "--tech", "7nm", "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["decode_cycles"] > 0 and r["prefill_cycles"] > 0
+    assert r["energy_j"]["dram"] > 0.5 * r["energy_j"]["total"]        # decode streams the weights: DRAM dominates
+
+
+def test_opt_config_json_and_per_layer(capsys, tmp_path):
+    from models.config import builtin_config_path
+    cfg = tmp_path / "config.json"
+    cfg.write_text(builtin_config_path("opt-125m").read_text())
+    code, out, err = _run_cli(["simulate", "model", "--model", cfg, "--scheme", "int8", "--design", "int8",
+                               "--seq", 64, "--decode-steps", 4, "--per-layer", "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert sum(row["cycles"] for row in r["per_layer"]) == r["cycles"]
+    assert sum(row["energy_j"] for row in r["per_layer"]) == pytest.approx(r["energy_j"]["total"], rel=1e-9)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--scheme", "bibert:zero_policy=pos", "--design", "ternary"], "design 'ternary' has no xnor-popcount engine"),
+    (["--scheme", "bitnet-b1.58", "--design", "ternary", "--tech", "5nm"], "5nm"),
+    (["--scheme", "billm", "--design", "binary-basis"], "needs a binary-basis engine in billm mode"),
+    # one QBB basis is also a 1-bit weight, but not BiLLM's grouped layout
+    (["--scheme", "qbb:n_bases=1", "--design", "billm"], "needs a binary-basis engine in bases mode"),
+    (["--scheme", "bitnet-b1.58", "--design", "nowhere"], "unknown design 'nowhere'"),
+])
+def test_refusals_before_any_run(capsys, argv, message):
+    code, _, err = _run_cli(["simulate", "model", "--model", "llama-7b", "--seq", 16, *argv], capsys)
+    assert code == 2 and message in err, err
+
+
+def test_systolic_array_too_narrow_for_the_op_is_refused():
+    d = load_design("systolic-ws-32").to_dict()
+    d["engines"][0]["acc_width"] = 16          # 768-long int8 dot products need 8 + 8 + 10 − 1 = 25 bits
+    with pytest.raises(ValueError, match=r"layer.attn.q: 25-bit accumulators exceed the systolic array's 16 bits"):
+        simulate_model("bert-base", "int8", Accelerator.from_dict(d), seq_len=16)
+
+
+def test_one_basis_qbb_runs_on_the_bases_engine():
+    run = simulate_model("bert-base", "qbb:n_bases=1", "binary-basis", seq_len=16)
+    q = [t for t in run.ops if t.op.name == "layer.attn.q"][0]
+    assert q.op.weight_layout == "bases" and q.macs == 16 * 768 * 768         # one MAC a weight, one layer
+
+
+def test_a_buffer_too_small_for_one_tile_is_refused():
+    design = _design(ENGINES["bitnet-b1.58"])
+    with pytest.raises(ValueError, match=r"the weights buffer \(16,384 bytes\) cannot hold 2 tile\(s\)"):
+        simulate_model("bert-base", "bitnet-b1.58", Accelerator.from_dict({
+            **design.to_dict(), "engines": [{"unit": "ternary-mac", "lanes": 8, "rows": 64, "max_k": 4096},
+                                            {"unit": "fp-mac", "lanes": 4, "rows": 4}]}), seq_len=8)
+
+
+@pytest.mark.parametrize("scheme", ["bitnet-b1.58", "ternarybert"])
+def test_minilm_real_weights_on_the_engines_the_model_simulator_times(capsys, scheme):
+    """all-MiniLM-L6-v2's real layer-0 query weights and the real hidden states of a real sentence: the engine run
+    is exact against the scheme's integer view, and the whole-model simulator times that op with the same cycles."""
+    import torch
+
+    from models.checkpoint import load_minilm, minilm_dir
+    from models.fidelity import tokenize
+    from models.schemes import get_scheme
+    from sim.engine import simulate
+    from sim.linear import prepare_linear
+    from sim.model import time_op
+
+    model = load_minilm()
+    ids, mask = tokenize(["Low-bit transformers run on adders and popcounts."])
+    seen = {}
+    hook = model.layers[0].attn.q.register_forward_hook(lambda mod, args, out: seen.setdefault("x", args[0]))
+    with torch.no_grad():
+        model(ids, mask)
+    hook.remove()
+    x = seen["x"][0].float()                                     # [tokens, 384]
+    w = model.layers[0].attn.q.weight.detach().float()           # [384, 384]
+    design = load_design("ternary")
+    engine = design.engine_for("ternary-mac").params
+    # the design's own engine (max_k 16,384) runs the layer's one integer pass
+    view, _, [job] = prepare_linear(scheme, w.numpy(), x.numpy(), lanes=engine.lanes, rows=engine.rows)
+    run = simulate(engine, job.weights, job.acts)
+    acc = job.accumulators(run.results)
+    [p] = view.passes
+    np.testing.assert_array_equal(acc[p.name], p.accumulate())
+    np.testing.assert_array_equal(view.output(acc), get_scheme(scheme).view(w, x).output())
+    # the same op in the whole model's workload (tokens = this sentence), weights and activations on chip
+    cfg = load_config(minilm_dir() / "config.json")
+    [op] = [o for o in extract_workload(cfg, get_scheme(scheme), seq_len=x.shape[0]).ops if o.name == "layer.attn.q"]
+    assert (op.m, op.k, op.n) == (x.shape[0], 384, 384)
+    assert time_op(op, design, weights_on_chip=True, kv_on_chip=True).cycles == run.cycles
+    # and the real checkpoint's config.json runs whole
+    code, out, err = _run_cli(["simulate", "model", "--model", minilm_dir() / "config.json", "--scheme", scheme,
+                               "--design", "ternary", "--seq", x.shape[0], "--json"], capsys)
+    assert code == 0, err
+    # 6 layers × (Q, K, V, O of 384 × 384 and two 384 ↔ 1,536 FFN linears); TernaryBERT also ternarizes the
+    # pooler (one token), BitNet leaves it in floating point
+    pooler = 384 * 384 if scheme == "ternarybert" else 0
+    assert json.loads(out)["ops_by_kind"]["ternary-mac"] == 6 * 4 * x.shape[0] * 384 * 384 \
+        + 6 * 2 * x.shape[0] * 384 * 1536 + pooler
+
+
+@pytest.mark.parametrize("design,cycles", [
+    # OS 32×32: ceil(128/32)·ceil(768/32) = 96 folds of R + C + T − 2 = 32 + 32 + 768 − 2 = 830 cycles
+    ("systolic-os-32", 96 * 830),
+    # WS 128×128: Sr = K = 768, Sc = N = 768 → 36 folds of 2R + C + T − 2 = 256 + 128 + 128 − 2 = 510
+    ("systolic-ws-128", 36 * 510),
+    # the int8 stream engine (32 lanes × 16 rows): 48 row blocks × 128 tokens × 24 K-chunks beats + its latency
+    ("int8", None),
+])
+def test_simulate_gemm(capsys, design, cycles):
+    code, out, err = _run_cli(["simulate", "gemm", "--m", 128, "--k", 768, "--n", 768, "--design", design, "--json"],
+                              capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    if cycles is None:
+        engine = load_design(design).engine_for("int8-mac").params
+        cycles = 48 * 128 * 24 + engine.latency
+    else:
+        assert r["scalesim_cycles"] == cycles - 1          # SCALE-Sim prints the last cycle's index
+    assert r["cycles"] == cycles
+    assert r["utilisation"] == pytest.approx(128 * 768 * 768 / (cycles * (1024 if "32" in design else
+                                                                           16384 if "128" in design else 512)))
+
+
+def test_systolic_designs_run_whole_models():
+    run = simulate_model("bert-base", "int8", "systolic-ws-32", seq_len=128)
+    q = [t for t in run.ops if t.op.name == "layer.attn.q"][0]
+    assert q.engine == "systolic" and "ws" in q.notes
+    # Q projection [128 × 768]·[768 × 768] on WS 32×32: 24·24 folds of 2·32 + 32 + 128 − 2 = 222 cycles, or the
+    # 768·768 weight bytes at 25.6 GB/s and 200 MHz (128 bytes a cycle) if that is longer
+    design = load_design("systolic-ws-32")
+    dram = math.ceil(768 * 768 / design.dram_bytes_per_cycle) + design.dram.latency_cycles
+    assert q.cycles == max(24 * 24 * 222, dram)
+
+
+def test_report_model_writes_consistent_files(tmp_path, capsys):
+    out = tmp_path / "rep"
+    base = ["--model", "minilm-l6", "--scheme", "ternarybert", "--design", "ternary", "--seq", 16]
+    code, stdout, err = _run_cli(["report", "model", *base, "--stem", "mini", "-o", out], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["mini.csv", "mini.json", "mini.md"]
+    summary = json.loads((out / "mini.json").read_text())
+    table = pd.read_csv(out / "mini.csv")
+    # The per-operation rows are the whole run: cycles add up exactly, energies to float rounding.
+    assert int(table["cycles"].sum()) == summary["cycles"]
+    assert table["energy_j"].sum() == pytest.approx(summary["energy_j"]["total"], rel=1e-9)
+    assert len(table) == len(summary["per_layer"]) and set(table["phase"]) == {"prefill"}
+    # The report and `simulate model --json` are the same run.
+    code, stdout, err = _run_cli(["simulate", "model", *base, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["cycles"] == summary["cycles"]
+    assert f"{summary['cycles']:,}" in (out / "mini.md").read_text()
+
+
+@pytest.mark.parametrize("argv,message", [(["--design", "tpu-v9"], "tpu-v9"),
+                                          (["--stem", "../escape"], "--stem must be a plain file name"),
+                                          (["--stem", ""], "--stem must be a plain file name")])
+def test_report_model_refuses_bad_input_before_writing(tmp_path, capsys, argv, message):
+    code, _, err = _run_cli(["report", "model", *argv, "-o", tmp_path / "rep"], capsys)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "rep").exists() and not (tmp_path / "escape.md").exists()
+
+
+def test_fp_mac_engine_area_by_hand():
+    # 32 × 32 FP32 MAC array: every lane one multiplier and one adder (31 tree adders + the accumulator a row),
+    # one 32-bit result register a row — priced from the 45 nm area table.
+    from sim.energy import area
+    tech = get_technology("45nm")
+    a = area(load_design("fp32"), tech)["asic_um2"]
+    want = 32 * 32 * (tech.fp_mul_area(32) + tech.fp_add_area(32)) + 32 * 32 * tech.register_bit_area()
+    assert a["engines"]["fp-mac"] == pytest.approx(want)
+    assert a["total"] == pytest.approx(sum(a["engines"].values()) + sum(a["sram"].values()) + a["vector"])
+
+
+def test_stepped_mode_draws_operands_in_the_engines_ranges():
+    # A 4-bit-activation ternary engine and a 4-bit-weight int8-MAC engine: the stepped kernel must run (its
+    # operand checks refuse anything outside the engine's widths) and agree with the fast mode.
+    from models.workload import Op
+    from sim.model import time_op
+    design = _design([{"unit": "ternary-mac", "lanes": 8, "rows": 4, "max_k": 128, "act_bits": 4},
+                      {"unit": "int8-mac", "lanes": 8, "rows": 4, "max_k": 128, "act_bits": 4, "weight_bits": 4}])
+    for unit in ("ternary-mac", "int8-mac"):
+        op = Op("probe", "matmul", "linear", unit, "prefill", m=5, k=40, n=12, a_bits=4, b_bits=2 if unit ==
+                "ternary-mac" else 4, weight=True)
+        fast = time_op(op, design, weights_on_chip=False, kv_on_chip=True)
+        stepped = time_op(op, design, weights_on_chip=False, kv_on_chip=True, stepped=True)
+        assert stepped.cycles == fast.cycles
+
+
+def test_stepped_only_limits_are_refused_before_any_timing(monkeypatch):
+    import sim.model
+    cfg = load_config(TINY_BERT)
+    design = Accelerator.from_dict({**_design(ENGINES["bitnet-b1.58"]).to_dict(),
+                                    "mapping": {"loop_order": "tokens-outer"}})
+    assert simulate_model(cfg, "bitnet-b1.58", design, seq_len=9).cycles > 0          # the fast mode covers it
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("an op was timed before the refusal")
+
+    monkeypatch.setattr(sim.model, "time_op", no_timing)
+    with pytest.raises(ValueError, match=r"layer.attn.q: the stepped mode follows the engine's own beat order"):
+        simulate_model(cfg, "bitnet-b1.58", design, seq_len=9, stepped=True)
