@@ -11,7 +11,7 @@ from typing import Callable
 
 from .units import UnitKind
 
-__all__ = ["AttentionSpec", "Scheme", "SCHEMES", "get_scheme", "parse_scheme_name", "BLOCK_LINEARS"]
+__all__ = ["AttentionSpec", "Scheme", "SCHEMES", "get_scheme", "parse_scheme_name", "scheme_options", "BLOCK_LINEARS"]
 
 #: Roles of the linears inside the transformer blocks (what LLM schemes quantize).
 BLOCK_LINEARS = frozenset({"attn.q", "attn.k", "attn.v", "attn.o", "ffn.gate", "ffn.up", "ffn.down"})
@@ -34,7 +34,30 @@ def _lazy(module: str, name: str) -> Callable:
     def call(*args, **kwargs):
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
     call.__name__ = f"{module}.{name}"
+    call.target = (module, name)
     return call
+
+
+#: Options a scheme takes besides its linear view's keywords: BiBERT's attention threshold; BiLLM's
+#: post-training options (the view passes them on) and the ratio its size accounting assumes.
+_EXTRA_OPTIONS = {
+    "bibert": {"strict"},
+    "billm": {"block_size", "salient_limit", "variant", "percdamp", "salient_metric", "zero_policy", "compensate",
+              "salient_ratio"},
+}
+
+
+def scheme_options(scheme: "Scheme") -> frozenset[str]:
+    """The option names ``NAME:key=value`` accepts for ``scheme``: its linear view's keywords and the extras."""
+    import inspect
+
+    base = scheme.name.split(":")[0]
+    names = set(_EXTRA_OPTIONS.get(base, ()))
+    if scheme.linear_view is not None:
+        module, function = scheme.linear_view.target
+        params = inspect.signature(getattr(importlib.import_module(module), function)).parameters.values()
+        names |= {p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("bias", "calibration")}
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -143,11 +166,21 @@ def get_scheme(spec: str) -> Scheme:
         raise ValueError(f"unknown scheme {name!r}; known schemes: {', '.join(SCHEMES)}") from None
     if not options:
         return scheme
+    accepted = scheme_options(scheme)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"scheme {name!r} has no option(s) {unknown}; its options: "
+                         f"{', '.join(sorted(accepted)) or 'none'}")
     merged = {**scheme.options, **options}
-    weight_bits = scheme.weight_bits
+    weight_bits, act_bits = scheme.weight_bits, scheme.act_bits
+    if "act_bits" in options:                  # the workload and the engines must see the width the view uses
+        a = options["act_bits"]
+        if isinstance(a, bool) or not isinstance(a, int) or not 2 <= a <= 8:
+            raise ValueError(f"{name} needs act_bits in [2, 8], not {a!r}")
+        act_bits = a
     if name == "qbb":
         n = merged["n_bases"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"qbb needs n_bases >= 1, not {n!r}")
         weight_bits = n
-    return replace(scheme, name=spec, options=merged, weight_bits=weight_bits)
+    return replace(scheme, name=spec, options=merged, weight_bits=weight_bits, act_bits=act_bits)

@@ -133,3 +133,17 @@ def test_bad_requests_are_refused():
         extract_workload("bert-base", "fp32", seq_len=0)
     with pytest.raises(ValueError, match="unknown scheme 'binary'"):
         extract_workload("bert-base", "binary", seq_len=8)
+
+
+def test_scheme_options_are_checked_and_reach_the_workload():
+    # An option no layer function of the scheme takes would be silently ignored: refuse it, listing the real ones.
+    with pytest.raises(ValueError, match=r"scheme 'bitnet-b1.58' has no option\(s\) \['act_bits'\]; its options: "
+                                         r"variant"):
+        extract_workload("bert-base", "bitnet-b1.58:act_bits=4", seq_len=8)
+    with pytest.raises(ValueError, match=r"ternarybert needs act_bits in \[2, 8\], not 16"):
+        extract_workload("bert-base", "ternarybert:act_bits=16", seq_len=8)
+    # TernaryBERT's view takes act_bits; the workload's linears must carry the same width and a narrower
+    # accumulator: 768 products of a 4-bit code (|x| ≤ 8) and a ternary weight need |acc| ≤ 6,144, 14 bits.
+    q = [o for o in extract_workload("bert-base", "ternarybert:act_bits=4", seq_len=8).ops
+         if o.name == "layer.attn.q"][0]
+    assert (q.a_bits, q.acc_bits) == (4, 14)
