@@ -280,21 +280,24 @@ def _stream_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _Pl
     ii = max(1, ceil_div(lanes * a_bits, act_buf.bits_per_cycle), ceil_div(rows_total * lanes * w_bits,
                                                                                w_src.bits_per_cycle))
     tile_w_bytes = ceil_div(rows_total * k * w_bits, 8)
-    act_bytes = ceil_div(m * k * a_bits, 8)
     slots = 2 if design.mapping.double_buffer else 1
     if not placement.weight_on_chip and tile_w_bytes * slots > w_src.size_bytes:
         raise ValueError(f"{op.name}: the {w_src.name} buffer ({w_src.size_bytes:,} bytes) cannot hold {slots} "
                          f"tile(s) of {tile_w_bytes:,} bytes ({rows_total} rows × K={k} × {w_bits} bits); enlarge "
                          f"buffers.{w_src.name} or use fewer rows")
 
+    w_load = 0 if placement.weight_on_chip else tile_w_bytes
     if design.mapping.loop_order == "weights-outer" or m == 1:
-        tile_beats = [m * k_chunks] * row_blocks
-        tile_bytes = [(0 if placement.weight_on_chip else tile_w_bytes) +
-                      (0 if placement.acts_on_chip else act_bytes)] * row_blocks
-    else:       # tokens-outer: every token streams every weight tile again
+        # Activations that do not fit the buffer come from DRAM a token block at a time (as many tokens as one
+        # slot of the activation buffer holds); each block meets every weight tile, loaded with the first.
+        blocks = [m] if placement.acts_on_chip else _token_blocks(op, k * a_bits, act_buf, slots)
+        tile_beats = [mb * k_chunks for mb in blocks for _ in range(row_blocks)]
+        act_loads = [0 if placement.acts_on_chip or r else ceil_div(mb * k * a_bits, 8)
+                     for mb in blocks for r in range(row_blocks)]
+    else:       # tokens-outer: every token streams every weight tile again, with its activations
         tile_beats = [k_chunks] * (row_blocks * m)
-        tile_bytes = [(0 if placement.weight_on_chip else tile_w_bytes) +
-                      (0 if placement.acts_on_chip else ceil_div(k * a_bits, 8))] * (row_blocks * m)
+        act_loads = [0 if placement.acts_on_chip else ceil_div(k * a_bits, 8)] * (row_blocks * m)
+    tile_bytes = [w_load + a for a in act_loads]
     loads = [_dram_cycles(design, b) for b in tile_bytes]
     latency = p.latency
     if stepped and not isinstance(p, FpMacParams):
@@ -319,8 +322,8 @@ def _stream_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _Pl
     out_bits = p.fp_bits if isinstance(p, FpMacParams) else p.result_layout.fields[0].elem_width
     ev[("sram_write", "activations")] += m * n * out_bits
     dram_bytes = sum(tile_bytes)
-    weight_bytes_loaded = (0 if placement.weight_on_chip else tile_w_bytes) * len(tile_beats)
-    ev[("sram_write", placement.weight_src)] += weight_bytes_loaded * 8
+    ev[("sram_write", placement.weight_src)] += w_load * len(tile_beats) * 8
+    ev[("sram_write", "activations")] += sum(act_loads) * 8
     ev[("dram_bits",)] += dram_bytes * 8
     # QBB's N bases are N MACs per weight; everything else one
     macs = m * k * n * (op.b_bits if isinstance(p, BinaryBasisParams) and p.mode == "bases" else 1)
@@ -329,6 +332,23 @@ def _stream_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _Pl
                     mac_slots=cycles * per_exec_count * p.macs_per_cycle * slot.count,
                     stall_cycles=(cycles - beats - latency) * per_exec_count, dram_bytes=dram_bytes * per_exec_count,
                     notes=f"ii={ii}, {len(tile_beats)} tile(s), {beats} beats")
+
+
+def _token_blocks(op: Op, token_bits: int, act_buf, slots: int) -> list[int]:
+    """Token counts of the blocks an op's off-chip activations come in: one buffer slot's worth each."""
+    per_token, room = ceil_div(token_bits, 8), act_buf.size_bytes // slots
+    if per_token > room:
+        raise ValueError(f"{op.name}: the activations buffer ({act_buf.size_bytes:,} bytes) cannot hold {slots} "
+                         f"block(s) of one token's activations ({per_token:,} bytes); enlarge buffers.activations")
+    size = room // per_token
+    return [size] * (op.m // size) + ([op.m % size] if op.m % size else [])
+
+
+def _acts_fit(op: Op, slot: EngineSlot, design: Accelerator) -> bool:
+    """Whether the op's whole left operand, in the engine's activation format, fits the activation buffer."""
+    p = slot.params
+    bits = p.act_bits if isinstance(p, SystolicArrayParams) else _act_bits(p)
+    return ceil_div(op.m * op.k * bits, 8) <= design.activation_buffer.size_bytes
 
 
 def _stepped_shape(op: Op, slot: EngineSlot, design: Accelerator):
@@ -348,6 +368,9 @@ def _stepped_shape(op: Op, slot: EngineSlot, design: Accelerator):
     if design.mapping.loop_order == "tokens-outer" and m > 1:
         raise ValueError(f"{op.name}: the stepped mode follows the engine's own beat order (the weights-outer "
                          "loop); the fast mode covers tokens-outer")
+    if not _acts_fit(op, slot, design):
+        raise ValueError(f"{op.name}: the stepped mode needs the activations on chip (one pass over all tokens); "
+                         "the fast mode covers activations streamed in token blocks")
     if isinstance(p, BinaryBasisParams) and p.mode == "billm":
         if k % BILLM_BLOCK:
             raise ValueError(f"{op.name}: the stepped mode runs BiLLM layers whose K is a multiple of "
@@ -415,6 +438,7 @@ def _systolic_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _
     ev[("sram_read", placement.weight_src)] += run.sram_b_reads * p.weight_bits
     ev[("sram_write", "activations")] += run.sram_c_writes * p.acc_width
     ev[("sram_write", placement.weight_src)] += w_bytes * 8
+    ev[("sram_write", "activations")] += a_bytes * 8
     ev[("dram_bits",)] += dram * 8
     n = op.count
     return OpTiming(op, slot.unit, cycles * n, Counter({key: v * n for key, v in ev.items()}), macs=run.macs * n,
@@ -481,7 +505,7 @@ def time_op(op: Op, design: Accelerator, *, weights_on_chip: bool, kv_on_chip: b
     _check_fit(slot, op)
     attention = not op.weight
     placement = _Placement("kv" if attention else "weights", kv_on_chip if attention else weights_on_chip,
-                           ceil_div(op.m * op.k * op.a_bits, 8) <= design.activation_buffer.size_bytes)
+                           _acts_fit(op, slot, design))
     if isinstance(slot.params, SystolicArrayParams):
         return _systolic_timing(op, slot, design, placement)
     return _stream_timing(op, slot, design, placement, stepped=stepped, seed=seed)

@@ -359,3 +359,39 @@ def test_stepped_only_limits_are_refused_before_any_timing(monkeypatch):
     monkeypatch.setattr(sim.model, "time_op", no_timing)
     with pytest.raises(ValueError, match=r"layer.attn.q: the stepped mode follows the engine's own beat order"):
         simulate_model(cfg, "bitnet-b1.58", design, seq_len=9, stepped=True)
+
+
+def _token_block_design(act_bytes, bandwidth=0.8):
+    return Accelerator.from_dict({
+        "name": "blocks", "clock_mhz": 100,
+        "engines": [{"unit": "ternary-mac", "lanes": 8, "rows": 4, "max_k": 64}],
+        "buffers": {"weights": {"size_kib": 1, "word_bits": 64}, "activations": {"size_bytes": act_bytes,
+                                                                                  "word_bits": 64},
+                    "kv": {"size_kib": 1, "word_bits": 64}},
+        "dram": {"bandwidth_gbps": bandwidth, "latency_cycles": 2}, "vector": {"lanes": 4},
+    })
+
+
+def test_activations_that_do_not_fit_stream_in_token_blocks():
+    from models.workload import Op
+    from sim.model import time_op
+    from sim.schedule import feeder_schedule
+    op = Op("probe", "matmul", "linear", "ternary-mac", "prefill", m=10, k=64, n=8, a_bits=8, b_bits=2,
+            weight=True)
+    # 10 tokens × 64 bytes do not fit 256 bytes; one of two slots holds 2 tokens → 5 token blocks, each meeting
+    # both 4-row weight tiles (64 bytes each: 4 × 64 × 2 bits), its 128 activation bytes loaded with the first.
+    design = _token_block_design(256)
+    run = time_op(op, design, weights_on_chip=False, kv_on_chip=True)
+    assert run.dram_bytes == 10 * 64 + 5 * 128
+    beats = [2 * 8] * 10                                          # 2 tokens × 8 K-chunks a tile
+    loads = [math.ceil((64 + (128 if j % 2 == 0 else 0)) / 8) + 2 for j in range(10)]   # 8 bytes a cycle + 2
+    latency = design.engines[0].params.latency
+    assert run.cycles == feeder_schedule(beats, loads, slots=2, ii=1, latency=latency).cycles
+    on_chip = time_op(op, _token_block_design(1024), weights_on_chip=False, kv_on_chip=True)
+    assert on_chip.dram_bytes == 2 * 64                         # both tiles once; activations already there
+    # the activation bits loaded are written into the activation buffer
+    extra = run.events[("sram_write", "activations")] - on_chip.events[("sram_write", "activations")]
+    assert extra == 5 * 128 * 8
+    with pytest.raises(ValueError, match=r"probe: the activations buffer \(64 bytes\) cannot hold 2 block\(s\) "
+                                         r"of one token's activations \(64 bytes\)"):
+        time_op(op, _token_block_design(64), weights_on_chip=False, kv_on_chip=True)
