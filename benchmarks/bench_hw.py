@@ -43,19 +43,25 @@ def _fmt(v, spec=""):
     return "—" if v is None else format(v, spec)
 
 
+def _error_line(error) -> str:
+    """The tool's own ERROR line when its log tail has one, else the first line of the message."""
+    lines = str(error).splitlines()
+    return next((line for line in reversed(lines) if "ERROR" in line), lines[0] if lines else "")
+
+
 class _Failed:
     """A synthesis the tools could not finish (reported in the row instead of stopping the table)."""
 
     def __init__(self, family, error):
-        self.luts = self.ffs = self.carries = self.dsps = self.transistors = self.fmax_mhz = None
-        self.fmax_note = f"{family} failed: {str(error).splitlines()[0][:80]}"
+        self.luts = self.ffs = self.carries = self.dsps = self.transistors = self.fmax_mhz = self.synth_note = None
+        self.fmax_note = f"{family} failed: {_error_line(error)[:100]}"
 
 
 def _synth(params, family, **kwargs):
     try:
         return synthesize(params, family, **kwargs)
     except ToolError as exc:
-        print(f"  ({params.module_name} on {family}: {str(exc).splitlines()[0][:120]})", flush=True)
+        print(f"  ({params.module_name} on {family}: {_error_line(exc)[:160]})", flush=True)
         return _Failed(family, exc)
 
 
@@ -84,7 +90,8 @@ def main():
                    "fmax ice40 flat": res_flat["ice40"].fmax_mhz,
                    "lut4/lane ecp5": _per(res["ecp5"].luts, lanes), "fmax ecp5": res["ecp5"].fmax_mhz,
                    "fmax ecp5 flat": res_flat["ecp5"].fmax_mhz, "transistors": res["xilinx"].transistors,
-                   "ice40 note": (res["ice40"].fmax_note or "") if res["ice40"].fmax_mhz is None else ""}
+                   "ice40 note": (res["ice40"].fmax_note or "") if res["ice40"].fmax_mhz is None else "",
+                   "ecp5 note": "ECP5 LUTs by classic abc (abc9 asserts)" if res["ecp5"].synth_note else ""}
             for fam in ("ice40", "ecp5"):
                 a, b = row[f"fmax {fam}"], row[f"fmax {fam} flat"]
                 row[f"x {fam}"] = a / b if a and b else None
@@ -93,7 +100,7 @@ def main():
                   f"iCE40 {_fmt(row['fmax ice40'], '.1f')} MHz (flat {_fmt(row['fmax ice40 flat'], '.1f')}, "
                   f"{_fmt(row['x ice40'], '.2f')}x)  ECP5 {_fmt(row['fmax ecp5'], '.1f')} MHz "
                   f"(flat {_fmt(row['fmax ecp5 flat'], '.1f')}, {_fmt(row['x ecp5'], '.2f')}x)  "
-                  f"{_fmt(row['transistors'], ',')} transistors {row['ice40 note']}", flush=True)
+                  f"{_fmt(row['transistors'], ',')} transistors {row['ice40 note']} {row['ecp5 note']}", flush=True)
     table = pd.DataFrame(rows)
     print()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
