@@ -592,8 +592,11 @@ def test_result_round_trip():
     d = dict(unit="u", module="m", params={}, family="ice40", lanes=1, macs_per_cycle=1, luts=1, ffs=2,
              carries=3, brams=0, dsps=0, cells={}, fmax_mhz=None, fmax_note=None, utilisation=None,
              transistors=None, transistors_note=None, seed=1, tool_versions={}, lowbit_version="0",
-             seconds=0.0, stage_seconds={}, cached=False, key="k")
+             seconds=0.0, stage_seconds={}, cached=False, key="k", synth_note=None)
     assert SynthResult.from_dict(d).to_dict() == d
+    # a result cached before synth_note existed still loads, without a note
+    older = {k: v for k, v in d.items() if k != "synth_note"}
+    assert SynthResult.from_dict(older).synth_note is None
 
 
 # -- command line ---------------------------------------------------------------------------------------------
