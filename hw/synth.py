@@ -339,14 +339,34 @@ def _synth_cmd(family: str, top: str, *, for_pnr: bool) -> str:
     return f"synth_xilinx -family xc7 -flatten -noiopad -top {top}"
 
 
-def _ecp5_classic_abc_cmd(top: str) -> str:
-    """``synth_ecp5 -nowidelut`` with classic ``abc -lut 4`` in place of its ``abc9`` LUT mapping."""
-    return (f"synth_ecp5 -nowidelut -top {top} -run :map_luts\nabc -lut 4\nclean\n"
-            f"synth_ecp5 -nowidelut -top {top} -run map_cells:")
+def _ecp5_classic_abc_cmd(top: str, *, for_pnr: bool) -> str:
+    """:func:`_synth_cmd` for ECP5 with classic ``abc -lut 4`` in place of ``synth_ecp5``'s ``abc9`` LUT mapping."""
+    flags = "-noflatten" if for_pnr else "-nowidelut"
+    return (f"synth_ecp5 {flags} -top {top} -run :map_luts\nabc -lut 4\nclean\n"
+            f"synth_ecp5 {flags} -top {top} -run map_cells:")
 
 
-#: What Yosys 0.70 prints when abc9's reintegration asserts on some flattened ECP5 units (ternary 16 × 4, …).
-_ABC9_ASSERT = ("ABC_OPS_REINTEGRATE", "Assert `GetSize(conn.first) == GetSize(conn.second)'")
+def _is_abc9_assertion(error: ToolError) -> bool:
+    """Yosys 0.70's abc9 asserts while reintegrating some ECP5 netlists (ternary 16 × 4, int8 16 × 2, …)."""
+    text = str(error)
+    return "ERROR: Assert" in text and "abc_ops_reintegrate" in text.lower()
+
+
+def _run_synth_script(wd: Path, name: str, log: str, script: str, family: str, top: str, *, for_pnr: bool,
+                      timeout: float | None) -> bool:
+    """Run the Yosys script ``name``; if abc9 asserts on ECP5, run it again with classic ABC (a Yosys bug, not the
+    design's). Returns whether it had to."""
+    (wd / name).write_text(script)
+    try:
+        _run_tool("yosys", ["-q", "-l", log, "-s", name], wd, log, timeout)
+        return False
+    except ToolError as exc:
+        if family != "ecp5" or not _is_abc9_assertion(exc):
+            raise
+    (wd / name).write_text(script.replace(_synth_cmd(family, top, for_pnr=for_pnr),
+                                          _ecp5_classic_abc_cmd(top, for_pnr=for_pnr)))
+    _run_tool("yosys", ["-q", "-l", log, "-s", name], wd, log, timeout)
+    return True
 
 
 _PNR = {
@@ -455,20 +475,10 @@ def synthesize(params: UnitParams, family: str, *, fmax: bool = True, transistor
         wd = Path(work_dir) if work_dir is not None else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
         (wd / "unit.v").write_text(unit_v)
-        (wd / "synth.ys").write_text(synth_script)
         t = time.perf_counter()
-        synth_note = None
-        try:
-            _run_tool("yosys", ["-q", "-l", "synth.log", "-s", "synth.ys"], wd, "synth.log", timeout)
-        except ToolError as exc:
-            if family != "ecp5" or not all(mark in str(exc) for mark in _ABC9_ASSERT):
-                raise
-            # A Yosys bug, not the design's: map the same netlist with classic ABC and say so in the result.
-            (wd / "synth.ys").write_text(synth_script.replace(_synth_cmd(family, top, for_pnr=False),
-                                                              _ecp5_classic_abc_cmd(top)))
-            _run_tool("yosys", ["-q", "-l", "synth.log", "-s", "synth.ys"], wd, "synth.log", timeout)
-            synth_note = ("Yosys 0.70's abc9 asserts in abc_ops_reintegrate on this unit: LUTs mapped with classic "
-                          "'abc -lut 4' inside synth_ecp5 -nowidelut")
+        fell_back = []
+        if _run_synth_script(wd, "synth.ys", "synth.log", synth_script, family, top, for_pnr=False, timeout=timeout):
+            fell_back.append("the unit's resources")
         cells = parse_stat_json((wd / "stat.json").read_text())
         stage_seconds["synth"] = round(time.perf_counter() - t, 3)
 
@@ -480,8 +490,8 @@ def synthesize(params: UnitParams, family: str, *, fmax: bool = True, transistor
         else:
             t = time.perf_counter()
             (wd / "bench.v").write_text(bench_v)
-            (wd / "pnr.ys").write_text(pnr_script)
-            _run_tool("yosys", ["-q", "-l", "pnr_synth.log", "-s", "pnr.ys"], wd, "pnr_synth.log", timeout)
+            if _run_synth_script(wd, "pnr.ys", "pnr_synth.log", pnr_script, family, bench_name, for_pnr=True, timeout=timeout):
+                fell_back.append("the placed-and-routed wrapper")
             fmax_mhz, utilisation, fmax_note = _place_and_route(family, seed, wd, timeout)
             stage_seconds["pnr"] = round(time.perf_counter() - t, 3)
 
@@ -505,7 +515,8 @@ def synthesize(params: UnitParams, family: str, *, fmax: bool = True, transistor
     result = SynthResult(
         unit=params.kind.value, module=top, params=params.to_dict(), family=family, lanes=int(params.lanes),
         macs_per_cycle=int(params.macs_per_cycle), **res, cells=cells, fmax_mhz=fmax_mhz, fmax_note=fmax_note,
-        synth_note=synth_note,
+        synth_note=(f"Yosys 0.70's abc9 asserts in abc_ops_reintegrate on {' and '.join(fell_back)}: LUTs mapped "
+                    "with classic 'abc -lut 4' inside synth_ecp5") if fell_back else None,
         utilisation=utilisation, transistors=n_transistors, transistors_note=transistors_note, seed=seed,
         tool_versions=versions, lowbit_version=lowbit_version, seconds=round(time.perf_counter() - t0, 3),
         stage_seconds=stage_seconds, cached=False, key=key)

@@ -763,17 +763,19 @@ def test_ecp5_abc9_assertion_falls_back_to_classic_abc(fake_tools, monkeypatch, 
 
     monkeypatch.setattr(synth, "_run_tool", abc9_asserts)
     r = synthesize(TernaryMacParams(**TINY), "ecp5", fmax=False, transistors=False, cache_dir=tmp_path)
-    assert "classic 'abc -lut 4'" in r.synth_note and r.luts > 0
+    assert "classic 'abc -lut 4'" in r.synth_note and "resources" in r.synth_note and r.luts > 0
     retry = [s for s in scripts if "abc -lut 4" in s][0]
     assert "-run :map_luts" in retry and "-run map_cells:" in retry and "stat -json" in retry
     # the same failure on another family, or another failure on ECP5, is not papered over
     with pytest.raises(ToolError, match="ABC_OPS_REINTEGRATE"):
-        monkeypatch.setattr(synth, "_ecp5_classic_abc_cmd", lambda top: "synth_ecp5 -nowidelut -top x")
+        monkeypatch.setattr(synth, "_ecp5_classic_abc_cmd", lambda top, for_pnr: "synth_ecp5 -nowidelut -top x")
         synthesize(TernaryMacParams(**TINY), "ecp5", fmax=False, transistors=False, cache_dir=tmp_path / "b")
 
 
 @pytest.mark.slow
 def test_real_ecp5_unit_that_trips_abc9_is_mapped_with_classic_abc(tmp_path):
-    r = synthesize(TernaryMacParams(lanes=16, rows=4, max_k=1024), "ecp5", fmax=False, transistors=False,
+    # both the bare unit and its placed-and-routed wrapper trip abc9 in Yosys 0.70
+    r = synthesize(TernaryMacParams(lanes=16, rows=4, max_k=1024, tree_stages=0), "ecp5", transistors=False,
                    cache_dir=tmp_path)
-    assert r.synth_note and r.luts > 0 and r.ffs > 0 and r.carries > 0
+    assert "resources and the placed-and-routed wrapper" in r.synth_note
+    assert r.luts > 0 and r.ffs > 0 and r.carries > 0 and r.fmax_mhz > 0
