@@ -341,7 +341,9 @@ FIDELITY_NOTE = (
     "\n\nReading it: with one basis QBB's cascaded initialisation is the naive row-wise binarization itself "
     "(sign(W_r)·mean|W_r| is the L2 optimum), so qbb-n1 equals sign; its data-free distillation on random tokens "
     "does not help a single basis. BiLLM at 1.1 bits and QBB from two bases up beat the naive binarization by a "
-    "wide margin (checked by tests/test_fidelity.py); the ternary schemes sit in between. These are post-training "
+    "wide margin (checked by tests/test_fidelity.py: the whole-model ranking with BiLLM is slow-marked, "
+    "`./run.sh test -m slow`; the default suite checks QBB's ranking on the whole model and BiLLM against sign on "
+    "two real MiniLM linears with real activations); the ternary schemes sit in between. These are post-training "
     "numbers on a 6-layer sentence encoder without any fine-tuning.")
 
 
