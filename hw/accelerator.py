@@ -8,7 +8,7 @@ description is what ``hw`` will generate as a whole accelerator, so every engine
 File format (TOML shown; YAML and JSON have the same keys)::
 
     name = "ternary-64x16"
-    clock_mhz = 200
+    clock_mhz = 200               # 0.001 .. 100000 (1 kHz .. 100 GHz)
     [[engines]]                  # one table per engine kind; ``count`` engines work in lockstep
     unit = "ternary-mac"          # a UnitKind, or "fp-mac" / "systolic"
     count = 1
@@ -16,14 +16,14 @@ File format (TOML shown; YAML and JSON have the same keys)::
     rows = 16
     max_k = 16384
     [buffers.weights]             # also buffers.activations and buffers.kv
-    size_kib = 1024
+    size_kib = 1024               # or size_bytes / size_mib; at most 1 TiB
     banks = 32
     ports = 1                     # read ports per bank, one word per port and cycle
     word_bits = 64
     [dram]
-    bandwidth_gbps = 25.6         # GB/s
-    pj_per_bit = 20.0             # optional; the technology's default otherwise
-    latency_cycles = 0            # per transfer
+    bandwidth_gbps = 25.6         # GB/s, 1e-6 .. 1e6
+    pj_per_bit = 20.0             # optional, 0.001 .. 10000; the technology's default otherwise
+    latency_cycles = 0            # per transfer, 0 .. 10^9
     [vector]
     lanes = 16
     fp_bits = 16
@@ -44,20 +44,30 @@ from models.units import UnitKind
 
 from .params import UNIT_PARAMS, SystolicArrayParams, UnitParams, _choice, _int_field
 
-__all__ = ["FpMacParams", "BufferSpec", "DramSpec", "VectorUnitSpec", "EngineSlot", "MappingSpec", "Accelerator",
-           "load_design", "BUILTIN_DESIGNS", "design_path"]
+__all__ = ["CLOCK_MHZ", "DRAM_GBPS", "DRAM_PJ_PER_BIT", "BUFFER_MAX_BYTES", "FpMacParams", "BufferSpec", "DramSpec",
+           "VectorUnitSpec", "EngineSlot", "MappingSpec", "Accelerator", "load_design", "BUILTIN_DESIGNS", "design_path"]
 
 _DESIGN_DIR = Path(__file__).with_name("designs")
 BUILTIN_DESIGNS = tuple(sorted(p.stem for p in _DESIGN_DIR.glob("*.toml")))
 
 
-def _number(where: str, value, lo: float, *, strict: bool = True) -> float:
+#: Physically sensible ranges of the description's real-valued fields: outside them the arithmetic overflows or
+#: divides by zero (a 1e-300 GB/s DRAM, a 1e308 MHz clock) or the design is a typo (a clock of 1e-300 MHz).
+CLOCK_MHZ = (1e-3, 1e5)              #: 1 kHz .. 100 GHz
+DRAM_GBPS = (1e-6, 1e6)              #: 1 kB/s .. 1 PB/s
+DRAM_PJ_PER_BIT = (1e-3, 1e4)        #: on-package HBM is ~1-4 pJ/bit, off-board DDR some tens
+DRAM_LATENCY_CYCLES = 10**9          #: per transfer
+BUFFER_MAX_BYTES = 1 << 40           #: 1 TiB of on-chip buffer is far beyond any die; above it is a typo
+
+
+def _number(where: str, value, bounds: tuple[float, float], unit: str) -> float:
+    """``value`` as a float inside ``bounds`` (inclusive); the message names the field, the bounds and the unit."""
+    lo, hi = bounds
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{where} must be a number, not {value!r}")
-    if not math.isfinite(value):                  # TOML and YAML can spell nan and inf
-        raise ValueError(f"{where} must be finite, not {value!r}")
-    if value < lo or (strict and value == lo):
-        raise ValueError(f"{where} must be {'>' if strict else '>='} {lo}, not {value!r}")
+    # NaN fails both comparisons; TOML and YAML can spell nan and inf
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ValueError(f"{where} must be a number in [{lo:g}, {hi:g}] {unit}, not {value!r}")
     return float(value)
 
 
@@ -101,7 +111,7 @@ class BufferSpec:
 
     def __post_init__(self):
         where = f"buffers.{self.name}"
-        _int_field(f"{where}.size_bytes", self.size_bytes, 1)
+        _int_field(f"{where}.size_bytes", self.size_bytes, 1, BUFFER_MAX_BYTES)
         _int_field(f"{where}.banks", self.banks, 1, 4096)
         _int_field(f"{where}.ports", self.ports, 1, 8)
         _int_field(f"{where}.word_bits", self.word_bits, 1, 4096)
@@ -125,10 +135,10 @@ class DramSpec:
     latency_cycles: int = 0               #: added to every transfer
 
     def __post_init__(self):
-        _number("dram.bandwidth_gbps", self.bandwidth_gbps, 0)
+        _number("dram.bandwidth_gbps", self.bandwidth_gbps, DRAM_GBPS, "GB/s")
         if self.pj_per_bit is not None:
-            _number("dram.pj_per_bit", self.pj_per_bit, 0)
-        _int_field("dram.latency_cycles", self.latency_cycles, 0)
+            _number("dram.pj_per_bit", self.pj_per_bit, DRAM_PJ_PER_BIT, "pJ/bit")
+        _int_field("dram.latency_cycles", self.latency_cycles, 0, DRAM_LATENCY_CYCLES)
 
 
 @dataclass(frozen=True)
@@ -206,7 +216,7 @@ class Accelerator:
     mapping: MappingSpec = field(default_factory=MappingSpec)
 
     def __post_init__(self):
-        _number("clock_mhz", self.clock_mhz, 0)
+        _number("clock_mhz", self.clock_mhz, CLOCK_MHZ, "MHz (1 kHz to 100 GHz)")
         if not self.engines:
             raise ValueError(f"design {self.name!r} has no engines")
         kinds = [e.unit for e in self.engines]
@@ -327,9 +337,13 @@ def _buffer(name: str, b: dict, source: str) -> BufferSpec:
         raise ValueError(f"{where}: give exactly one of size_bytes, size_kib, size_mib (got {sizes or 'none'})")
     key = sizes[0]
     value = b.pop(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{where}.{key} must be a positive number, not {value!r}")
-    size = value * {"size_bytes": 1, "size_kib": 1 << 10, "size_mib": 1 << 20}[key]
+    scale = {"size_bytes": 1, "size_kib": 1 << 10, "size_mib": 1 << 20}[key]
+    # the bound before the multiplication: 1e308 MiB would overflow to inf, and NaN fails every comparison
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0
+            or value * scale > BUFFER_MAX_BYTES):
+        raise ValueError(f"{where}.{key} must be a positive number of at most {BUFFER_MAX_BYTES // scale:,} "
+                         f"(1 TiB), not {value!r}")
+    size = value * scale
     if size != int(size):
         raise ValueError(f"{where}.{key} = {value!r} is not a whole number of bytes")
     size = int(size)
@@ -356,11 +370,17 @@ def load_design(design) -> Accelerator:
     path = Path(text)
     if text in BUILTIN_DESIGNS:
         path = design_path(text)
-    elif not path.suffix:
+    elif not path.suffix and not path.is_dir():
         design_path(text)                      # raises with the list of built-in designs
+    if path.is_dir():
+        raise ValueError(f"design path {str(path)!r} is a directory, not a .toml, .yaml or .json file")
     if not path.is_file():
-        raise ValueError(f"design file {str(path)!r} does not exist")
-    raw = path.read_text()
+        state = "is not a regular file" if path.exists() else "does not exist"
+        raise ValueError(f"design file {str(path)!r} {state}")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:        # unreadable, or not text at all
+        raise ValueError(f"design file {str(path)!r} cannot be read: {exc}") from None
     try:
         if path.suffix == ".toml":
             d = tomllib.loads(raw)

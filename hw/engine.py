@@ -15,13 +15,14 @@ Weights are streamed with the activations, one ``rows × lanes`` block per beat:
 memory; whatever feeds them (a testbench now, the accelerator's buffers later) decides reuse.
 """
 
-from amaranth import Array, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import (BILLM_GROUPS, BammParams, BinaryBasisParams, EngineParams, Int8MacParams, TernaryMacParams,
                      XnorPopcountParams)
-from .rtl import amaranth_layout, delay, pipelined_tree
+from .layout import PayloadLayout
+from .rtl import amaranth_layout, delay, pipelined_tree, unpack
 
 __all__ = ["StreamEngine", "TernaryMacEngine", "XnorPopcountEngine", "BammEngine", "BinaryBasisEngine",
            "Int8MacEngine", "ENGINES"]
@@ -63,7 +64,10 @@ class StreamEngine(wiring.Component):
     # -- unit hooks -------------------------------------------------------------------------------------
 
     def _prepare(self, m: Module, op, advance: Value):
-        """Operands as the lane terms see them, after ``params.pre_stages`` registers (default: none)."""
+        """Operands as the lane terms see them, after ``params.pre_stages`` registers (default: none).
+
+        ``op`` holds the registered operand beat element by element (:func:`hw.rtl.unpack`): ``op.act[i]``,
+        ``op.weight[r][i]``, ``op.last``; reuse these Values rather than slicing the payload again."""
         return op
 
     def _terms(self, m: Module, op) -> dict:
@@ -76,7 +80,8 @@ class StreamEngine(wiring.Component):
         raise NotImplementedError
 
     def _carry(self, op) -> Value | None:
-        """An operand value the result stage needs from the ``last`` beat (delayed alongside valid/last)."""
+        """An operand value the result stage needs from the ``last`` beat (delayed alongside valid/last);
+        ``op`` is the operand register as a ``lib.data`` view."""
         return None
 
     # -- shared pipeline ----------------------------------------------------------------------------------
@@ -97,7 +102,8 @@ class StreamEngine(wiring.Component):
         with m.If(advance):
             m.d.sync += [op.eq(self.operand.payload), op_valid.eq(self.operand.valid)]
 
-        view = self._prepare(m, op, advance)
+        elements = unpack(op.as_value(), p.operand_layout)
+        view = self._prepare(m, elements, advance)
         terms = self._terms(m, view)
 
         # One tree per channel and row; every tree has the same depth and registers.
@@ -114,7 +120,7 @@ class StreamEngine(wiring.Component):
         # valid/last (and what the result stage reads from the last beat) travel beside the data.
         stages = p.pre_stages + p.tree_stages
         tail_valid = delay(m, op_valid, stages, enable=advance, name="valid")
-        tail_last = delay(m, op.last, stages, enable=advance, name="last")
+        tail_last = delay(m, elements.last, stages, enable=advance, name="last")
         carry = self._carry(op)
         tail_carry = delay(m, carry, stages, enable=advance, name="carry") if carry is not None else None
 
@@ -196,28 +202,42 @@ def _assign(target, value) -> list:
 # -- ternary-mac -----------------------------------------------------------------------------------------------
 
 class TernaryMacEngine(StreamEngine):
-    """{-1, 0, +1} weights × signed activations. A lane term is ``(x XOR negate) AND nonzero``: ``-x`` is ``~x``
-    plus one, and the plus-ones are counted in a second, 1-bit-per-lane channel (``neg``), so no lane has a
-    negation adder. With ``zero_skip`` each lane's term is registered behind a clock enable that is low for a zero
-    weight (a zero weight toggles no register), and a registered non-zero flag masks the held value."""
+    """{-1, 0, +1} weights × signed activations. A lane term is ``x``, ``~x`` or 0 as the weight is +1, −1 or 0:
+    ``-x`` is ``~x`` plus one, and the plus-ones are counted in a second, 1-bit-per-lane channel (``neg``), so no
+    lane has a negation adder, and ``~x`` is formed once per lane for all rows. With ``zero_skip`` each lane's term
+    is registered behind a clock enable that is low for a zero weight (a zero weight toggles no register), and a
+    registered non-zero flag masks the held value."""
 
     params_class = TernaryMacParams
 
-    def _lane(self, act: Value, code: Value, row: int, lane: int) -> tuple[Value, Value]:
-        """(main term, neg term) of one lane: bit 0 of the code is "non-zero", bit 1 "negate"."""
+    @staticmethod
+    def _inverted(m: Module, acts: list[Value]) -> list[Value]:
+        """``~x`` of every lane as a named signal: an expression would be lowered again for every row that uses it
+        (Amaranth rebuilds expression trees before lowering, so only signals are shared)."""
+        inverted = []
+        for lane, act in enumerate(acts):
+            inv = Signal.like(act, name=f"inv_l{lane}")
+            m.d.comb += inv.eq(~act)
+            inverted.append(inv)
+        return inverted
+
+    @staticmethod
+    def _lane(act: Value, inverted: Value, code: Value) -> tuple[Value, Value]:
+        """(main term, neg term) of one lane: bit 0 of the code is "non-zero", bit 1 "negate"; ``inverted`` is
+        ``~act``. (Selects rather than XOR/AND masks: the same logic, a third less for Amaranth to lower.)"""
         nz, neg = code[0], code[1]
-        flipped = (act.as_unsigned() ^ neg.replicate(len(act))).as_signed()
-        return _masked(flipped, nz), neg & nz
+        return Mux(nz, Mux(neg, inverted, act), 0), neg & nz
 
     def _prepare(self, m, op, advance):
         p = self._params
         if not p.zero_skip:
             return op
         gated = {"main": [], "neg": []}
+        inverted = self._inverted(m, op.act)
         for r in range(p.rows):
             mains, negs = [], []
             for lane in range(p.lanes):
-                main, neg = self._lane(op.act[lane], op.weight[r][lane], r, lane)
+                main, neg = self._lane(op.act[lane], inverted[lane], op.weight[r][lane])
                 nz = Signal(name=f"nz_r{r}_l{lane}")
                 reg = Signal(signed(p.act_bits), name=f"term_r{r}_l{lane}")
                 neg_reg = Signal(name=f"neg_r{r}_l{lane}")
@@ -238,8 +258,9 @@ class TernaryMacEngine(StreamEngine):
         if p.zero_skip:
             return view
         main, neg = [], []
+        inverted = self._inverted(m, view.act)
         for r in range(p.rows):
-            lanes = [self._lane(view.act[lane], view.weight[r][lane], r, lane) for lane in range(p.lanes)]
+            lanes = [self._lane(view.act[lane], inverted[lane], view.weight[r][lane]) for lane in range(p.lanes)]
             main.append([t for t, _ in lanes])
             neg.append([n for _, n in lanes])
         return {"main": main, "neg": neg}
@@ -324,7 +345,7 @@ class BinaryBasisEngine(StreamEngine):
         if not p.lut_group:
             return op
         mu = p.lut_group
-        width = len(op.act[0]) + mu.bit_length()
+        width = p.act_bits + mu.bit_length()
         luts = []
         for g in range(p.lanes // mu):
             entries = []
@@ -338,10 +359,14 @@ class BinaryBasisEngine(StreamEngine):
                     m.d.sync += e.eq(value)
                 entries.append(e)
             luts.append(Array(entries))
-        bases = Signal(op.bases.shape(), name="bases_d")
+        # The bases wait one cycle beside the LUT build; unpacked again, element by element.
+        field = p.operand_layout["bases"]
+        flat = [op.bases[i][r][lane] for i in range(p.n_bases) for r in range(p.rows) for lane in range(p.lanes)]
+        bases = Signal(field.width, name="bases_d")
         with m.If(advance):
-            m.d.sync += bases.eq(op.bases)
-        return {"luts": luts, "bases": bases}
+            m.d.sync += bases.eq(Cat(*flat))
+        delayed = unpack(bases, PayloadLayout.sequential(("bases", 1, False, field.shape)))
+        return {"luts": luts, "bases": delayed.bases}
 
     def _terms(self, m, op):
         p = self._params
@@ -349,7 +374,7 @@ class BinaryBasisEngine(StreamEngine):
             mu, luts, bases = p.lut_group, op["luts"], op["bases"]
             out = {}
             for i in range(p.n_bases):
-                out[f"p{i}"] = [[luts[g][bases[i][r].as_value()[g * mu:(g + 1) * mu]]
+                out[f"p{i}"] = [[luts[g][Cat(*bases[i][r][g * mu:(g + 1) * mu])]
                                  for g in range(len(luts))] for r in range(p.rows)]
             out["total"] = [lut[(1 << mu) - 1] for lut in luts]
             return out

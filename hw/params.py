@@ -2,7 +2,8 @@
 
 Plain Python and NumPy only (no Amaranth), so ``sim`` can import it. Each parameter class validates itself on
 construction, resolves derived values (accumulator widths, pipeline depth) into its fields, and owns the unit's
-I/O contract: payload layouts, how a problem is cut into operand beats, how result beats map back, the
+I/O contract: payload layouts (with each field's axes, encoding and role), the pad values of a problem that does
+not fill whole beats (``operand_padding``), how a problem is cut into operand beats, how result beats map back, the
 accumulator channels the datapath keeps, and the closed-form cycle count at full throughput.
 
 All five units are *stream dot-product engines* with one structure (``hw/engine.py``): an operand beat carries
@@ -30,7 +31,7 @@ import numpy as np
 from models.intops import code_range, signed_range, signed_width
 from models.units import UnitKind
 
-from .layout import PayloadLayout
+from .layout import Code, PayloadLayout, field
 
 __all__ = ["SystolicArrayParams", "UnitParams", "EngineParams", "TernaryMacParams", "XnorPopcountParams", "BammParams",
            "BinaryBasisParams", "Int8MacParams", "BeatSchedule", "Channel", "UNIT_PARAMS", "params_for_unit",
@@ -264,6 +265,24 @@ class EngineParams(UnitParams):
     def result_layout(self) -> PayloadLayout:
         raise NotImplementedError
 
+    def operand_padding(self) -> dict[str, dict[str, int]]:
+        """What a sender puts into padding, ``{operand field: {axis: raw element bits}}``: ``"lane"`` for the
+        lanes beyond K of a reduction's last beat, ``"row"`` for the rows beyond M of the last row block (a padded
+        row is padded on every lane). Every operand field with a lane or row axis has an entry for each.
+
+        The one source of the pad values: :meth:`operand_beats` pads with them and the layouts (hence the
+        manifest) publish them."""
+        raise NotImplementedError
+
+    def encoding_notes(self) -> dict:
+        """What each field means, in prose, for the manifest's ``encodings`` section (the machine-readable facts —
+        axes, encoding, code tables, roles, padding — are on the layouts' fields)."""
+        raise NotImplementedError
+
+    def _operands(self, *specs) -> PayloadLayout:
+        """The operand layout of ``specs`` (:func:`hw.layout.field`) with :meth:`operand_padding` attached."""
+        return PayloadLayout.sequential(*specs).with_padding(self.operand_padding())
+
     #: Weight-side planes per row (binary-basis: one per basis), None for plain [M, K] weights.
     def weight_planes(self) -> int | None:
         return None
@@ -298,12 +317,21 @@ class EngineParams(UnitParams):
         rb, tok, kc = np.meshgrid(np.arange(nb), np.arange(nt), np.arange(nk), indexing="ij")
         return BeatSchedule(rb.ravel(), tok.ravel(), kc.ravel(), (kc == nk - 1).ravel())
 
-    def _gather(self, weights: np.ndarray, acts: np.ndarray, *, pad_weight: int, pad_act: int):
-        """Cut ``weights`` ``[..., M, K]`` and ``acts`` ``[T, K]`` into beats.
+    def _gather(self, weights: np.ndarray, acts: np.ndarray, *, act: str, weight: str | tuple[str, ...]):
+        """Cut ``weights`` ``[..., M, K]`` and ``acts`` ``[T, K]`` (both as the integers their fields pack) into beats.
 
-        Returns ``(w [B, ..., rows, lanes], a [B, lanes], n_valid [B], schedule)``; K padding takes
-        ``pad_weight``/``pad_act``, M padding takes ``pad_weight`` (those rows' results are discarded).
+        ``act`` names the activation field, ``weight`` the weight field (or, for weights stacked ``[n, M, K]``,
+        the ``n`` fields the planes go to). Returns ``(w [B, ..., rows, lanes], a [B, lanes], n_valid [B],
+        schedule)``; padded lanes and rows take the fields' pad values (:meth:`operand_padding`), a padded row on
+        every lane.
         """
+        layout = self.operand_layout
+        names = (weight,) if isinstance(weight, str) else weight
+
+        def weight_pad(axis):
+            v = np.array([layout[n].pad_value(axis) for n in names], np.int64)
+            return v.reshape(-1, 1, 1) if len(names) > 1 else v[0]
+
         weights = np.asarray(weights)
         acts = np.asarray(acts)
         *lead, m, k = weights.shape
@@ -313,9 +341,11 @@ class EngineParams(UnitParams):
         sched = self.schedule(m, k, tokens)
         L, R = self.lanes, self.rows
         nk = self.beats_per_reduction(k)
-        a_pad = np.full((tokens, nk * L), pad_act, np.int64)
+        a_pad = np.full((tokens, nk * L), layout[act].pad_value("lane"), np.int64)
         a_pad[:, :k] = acts
-        w_pad = np.full((*lead, self.row_blocks(m) * R, nk * L), pad_weight, np.int64)
+        w_pad = np.empty((*lead, self.row_blocks(m) * R, nk * L), np.int64)
+        w_pad[...] = weight_pad("row")
+        w_pad[..., :m, :] = weight_pad("lane")
         w_pad[..., :m, :k] = weights
         a = a_pad.reshape(tokens, nk, L)[sched.token, sched.k_chunk]
         w_blocks = w_pad.reshape(*lead, -1, R, nk, L)                           # [..., nb, R, nk, L]
@@ -419,18 +449,43 @@ class TernaryMacParams(EngineParams):
         lo, hi = signed_range(self.act_bits)
         return (Channel("main", lo, hi, self.lanes), Channel("neg", 0, 1, self.lanes))
 
+    @classmethod
+    def weight_codes(cls) -> tuple[Code, ...]:
+        """:data:`WEIGHT_CODES` as the weight field's code table, in bit order."""
+        return tuple(Code(bits, cls.WEIGHT_CODES[bits], reserved=bits not in cls.WEIGHT_CODES_VALID)
+                     for bits in sorted(cls.WEIGHT_CODES))
+
+    def operand_padding(self):
+        # act 0 or weight 0 alone zeroes a lane's term; both are sent so neither side needs to know the other.
+        return {"act": {"lane": 0}, "weight": {"lane": 0b00, "row": 0b00}}
+
     @property
     def operand_layout(self) -> PayloadLayout:
         """``act[lanes]`` (signed), ``weight[rows][lanes]`` (2-bit codes), ``last``."""
-        return PayloadLayout.sequential(
-            ("act", self.act_bits, True, (self.lanes,)),
-            ("weight", 2, True, (self.rows, self.lanes)),
-            ("last", 1, False, ()),
+        return self._operands(
+            field("act", self.act_bits, "twos_complement", "activation", {"lane": self.lanes}),
+            field("weight", 2, "code", "weight", {"row": self.rows, "lane": self.lanes}, codes=self.weight_codes()),
+            field("last", 1, "unsigned", "last"),
         )
 
     @property
     def result_layout(self) -> PayloadLayout:
-        return PayloadLayout.sequential(("acc", self.acc_width, True, (self.rows,)))
+        return PayloadLayout.sequential(field("acc", self.acc_width, "twos_complement", "result", {"row": self.rows}))
+
+    def encoding_notes(self):
+        return {
+            "act": "act[i] is reduction element k_chunk*lanes + i of the token",
+            "weight": {
+                "width": 2,
+                "codes": {f"0b{code:02b}": value if code in self.WEIGHT_CODES_VALID else f"reserved, decodes as {value}"
+                          for code, value in self.WEIGHT_CODES.items()},
+                "placement": "weight[r][i] multiplies act[i] for output row row_block*rows + r",
+            },
+            "acc": "acc[r] = sum of w*x over the reduction; cannot overflow for reductions of up to "
+                   f"max_k={self.max_k} elements",
+            "zero_skip": "each lane's term is registered behind a clock enable low for zero weights" if self.zero_skip
+            else "off",
+        }
 
     def check_operands(self, weights, acts, alpha=None):
         _in_range("ternary weights", weights, -1, 1)
@@ -439,7 +494,7 @@ class TernaryMacParams(EngineParams):
     def operand_beats(self, weights, acts):
         """``weights`` ``[M, K]`` in {-1, 0, +1}, ``acts`` ``[T, K]`` signed; padding carries 0."""
         self.check_operands(weights, acts)
-        w, a, _, sched = self._gather(weights, acts, pad_weight=0, pad_act=0)
+        w, a, _, sched = self._gather(weights, acts, act="act", weight="weight")
         return {"act": a, "weight": w, "last": sched.last.astype(np.int64)}
 
     def finish(self, acc):
@@ -453,7 +508,7 @@ class XnorPopcountParams(EngineParams):
     """±1 × ±1 dot products by XNOR and popcount (BiBERT's binary linears and QKᵀ).
 
     Bit 1 encodes +1, bit 0 encodes −1. ``dot = 2·popcount(XNOR) − n`` with ``n`` the valid lanes, sent with
-    each beat (``n_valid``); padding lanes must carry act 0 and weight 1 so their XNOR is 0.
+    each beat (``n_valid``); padded lanes carry act 0 and weight 1 so their XNOR is 0 (:meth:`operand_padding`).
     threshold : also output BiBERT's ``bool(score)``: ``"strict"`` (score > 0, the official code),
         ``"nonstrict"`` (score ≥ 0, the paper) or ``"none"``.
     """
@@ -476,21 +531,35 @@ class XnorPopcountParams(EngineParams):
     def dot_width(self) -> int:
         return signed_width(-self.max_k, self.max_k)
 
+    def operand_padding(self):
+        # XNOR(0, 1) = 0: a padded lane adds nothing to the popcount, and n_valid leaves it out of n.
+        return {"act": {"lane": 0}, "weight": {"lane": 1, "row": 1}}
+
     @property
     def operand_layout(self) -> PayloadLayout:
-        return PayloadLayout.sequential(
-            ("act", 1, False, (self.lanes,)),
-            ("weight", 1, False, (self.rows, self.lanes)),
-            ("n_valid", self.count_bits, False, ()),
-            ("last", 1, False, ()),
+        return self._operands(
+            field("act", 1, "bit_pm1", "activation", {"lane": self.lanes}),
+            field("weight", 1, "bit_pm1", "weight", {"row": self.rows, "lane": self.lanes}),
+            field("n_valid", self.count_bits, "unsigned", "valid_lanes"),
+            field("last", 1, "unsigned", "last"),
         )
 
     @property
     def result_layout(self) -> PayloadLayout:
-        specs = [("dot", self.dot_width, True, (self.rows,))]
+        specs = [field("dot", self.dot_width, "twos_complement", "result", {"row": self.rows})]
         if self.threshold != "none":
-            specs.append(("bit", 1, False, (self.rows,)))
+            specs.append(field("bit", 1, "unsigned", "result", {"row": self.rows}))
         return PayloadLayout.sequential(*specs)
+
+    def encoding_notes(self):
+        return {
+            "act": "activation signs; act[i] is reduction element k_chunk*lanes + i",
+            "weight": "weight signs; weight[r][i] meets act[i] for output row row_block*rows + r",
+            "n_valid": "lanes of this beat that are not padding (lanes, except on a reduction's partial last beat)",
+            "dot": "2*popcount(XNOR(act, weight)) - n over the reduction, n the sum of n_valid",
+            "bit": {"none": "absent", "strict": "1 iff dot > 0 (BiBERT's official bool)",
+                    "nonstrict": "1 iff dot >= 0 (the paper's bool)"}[self.threshold],
+        }
 
     def check_operands(self, weights, acts, alpha=None):
         # sign(0) cannot be a bit: a zero needs zero_policy "pos" or "neg" upstream
@@ -501,7 +570,7 @@ class XnorPopcountParams(EngineParams):
         """``weights`` ``[M, K]`` and ``acts`` ``[T, K]`` in {-1, +1}."""
         self.check_operands(weights, acts)
         w, a, n_valid, sched = self._gather((np.asarray(weights) > 0).astype(np.int64),
-                                            (np.asarray(acts) > 0).astype(np.int64), pad_weight=1, pad_act=0)
+                                            (np.asarray(acts) > 0).astype(np.int64), act="act", weight="weight")
         return {"act": a, "weight": w, "n_valid": n_valid, "last": sched.last.astype(np.int64)}
 
     def finish(self, acc):
@@ -522,8 +591,8 @@ class BammParams(EngineParams):
 
     Rows are value columns (d_h outputs), the reduction runs over keys.
     identity : ``"and"``: ``2·popcount(a AND v') − popcount(a)``; ``"xnor"``: ``popcount(XNOR(a, v')) +
-        popcount(v') − n`` (the XNOR-popcount dot plus the column sum of v, halved). Padding: ``"and"`` takes
-        a = 0; ``"xnor"`` takes a = 1, v = 0 and counts only ``n_valid`` lanes.
+        popcount(v') − n`` (the XNOR-popcount dot plus the column sum of v, halved). The two pad differently
+        (:meth:`operand_padding`).
     zero_policy : sign of a zero count in the ``sign`` output: ``"torch"`` (0, the official code), ``"pos"``,
         ``"neg"``.
     """
@@ -551,18 +620,42 @@ class BammParams(EngineParams):
     def count_width(self) -> int:
         return signed_width(-self.max_k, self.max_k)
 
+    def operand_padding(self):
+        if self.identity == "and":
+            # a = 0 zeroes both popcounts' terms (a AND v, and a itself).
+            return {"a": {"lane": 0}, "v": {"lane": 0, "row": 0}}
+        # XNOR(1, 0) = 0 and v = 0 add nothing, and n_valid leaves the lane out of n; the natural a = 0 would give
+        # XNOR(0, 0) = 1, one too many per padded lane.
+        return {"a": {"lane": 1}, "v": {"lane": 0, "row": 0}}
+
     @property
     def operand_layout(self) -> PayloadLayout:
-        specs = [("a", 1, False, (self.lanes,)), ("v", 1, False, (self.rows, self.lanes))]
+        specs = [field("a", 1, "unsigned", "activation", {"lane": self.lanes}),
+                 field("v", 1, "bit_pm1", "weight", {"row": self.rows, "lane": self.lanes})]
         if self.identity == "xnor":
-            specs.append(("n_valid", self.count_bits, False, ()))
-        specs.append(("last", 1, False, ()))
-        return PayloadLayout.sequential(*specs)
+            specs.append(field("n_valid", self.count_bits, "unsigned", "valid_lanes"))
+        specs.append(field("last", 1, "unsigned", "last"))
+        return self._operands(*specs)
 
     @property
     def result_layout(self) -> PayloadLayout:
-        return PayloadLayout.sequential(("count", self.count_width, True, (self.rows,)),
-                                        ("sign", 2, True, (self.rows,)))
+        rows = {"row": self.rows}
+        return PayloadLayout.sequential(field("count", self.count_width, "twos_complement", "result", rows),
+                                        field("sign", 2, "twos_complement", "result", rows))
+
+    def encoding_notes(self):
+        notes = {
+            "a": "attention bits, one per key; a[i] is key k_chunk*lanes + i",
+            "v": "value signs; rows are value columns (d_h): v[r][i] is column row_block*rows + r of key i",
+            "identity": "count = 2*popcount(a AND v) - popcount(a)" if self.identity == "and"
+            else "count = popcount(XNOR(a, v)) + popcount(v) - n, n the sum of n_valid",
+            "count": "sum over keys of a*v",
+            "sign": f"+1, -1, and {({'torch': 0, 'pos': 1, 'neg': -1}[self.zero_policy])} for a zero count "
+                    f"(zero_policy {self.zero_policy})",
+        }
+        if self.identity == "xnor":
+            notes["n_valid"] = "keys of this beat that are not padding"
+        return notes
 
     def check_operands(self, weights, acts, alpha=None):
         _in_set("bamm values", weights, (-1, 1))       # a zero sign of V needs zero_policy pos or neg upstream
@@ -571,9 +664,8 @@ class BammParams(EngineParams):
     def operand_beats(self, weights, acts):
         """``weights`` = values ``[M=d_h, K=keys]`` in ±1 (transposed V), ``acts`` = bits ``[T=queries, K]``."""
         self.check_operands(weights, acts)
-        pad_a = 0 if self.identity == "and" else 1
         w, a, n_valid, sched = self._gather((np.asarray(weights) > 0).astype(np.int64), np.asarray(acts, np.int64),
-                                            pad_weight=0, pad_act=pad_a)
+                                            act="a", weight="v")
         out = {"a": a, "v": w}
         if self.identity == "xnor":
             out["n_valid"] = n_valid
@@ -693,30 +785,68 @@ class BinaryBasisParams(EngineParams):
         bound = self.n_bases * self.sum_bound * (1 << (self.scale_bits - 1))
         return signed_width(-bound, bound)
 
+    #: BiLLM group codes: the group index each code stands for; 0b11 puts the element in no group (it adds to no
+    #: sum), which drivers do not send.
+    GROUP_CODES: ClassVar[tuple[Code, ...]] = (
+        *(Code(i, i, label=g) for i, g in enumerate(BILLM_GROUPS)),
+        Code(0b11, None, reserved=True, label="none: the element adds to no sum"),
+    )
+
+    def operand_padding(self):
+        # act = 0 makes every term of a padded lane 0 whatever the weight bits; padded rows are discarded, and
+        # their scales are 0 so their y stays small.
+        pad = {"lane": 0, "row": 0}
+        if self.mode == "bases":
+            return {"act": {"lane": 0}, "bases": pad, **({"alpha": {"row": 0}} if self.scale_bits else {})}
+        return {"act": {"lane": 0}, "group": pad, "sign": pad, "sign2": pad}
+
     @property
     def operand_layout(self) -> PayloadLayout:
-        specs = [("act", self.act_bits, True, (self.lanes,))]
+        rl = {"row": self.rows, "lane": self.lanes}
+        specs = [field("act", self.act_bits, "twos_complement", "activation", {"lane": self.lanes})]
         if self.mode == "bases":
-            specs.append(("bases", 1, False, (self.n_bases, self.rows, self.lanes)))
+            specs.append(field("bases", 1, "bit_pm1", "weight", {"basis": self.n_bases, **rl}))
             if self.scale_bits:
-                specs.append(("alpha", self.scale_bits, True, (self.n_bases, self.rows)))
+                specs.append(field("alpha", self.scale_bits, "twos_complement", "scale",
+                                   {"basis": self.n_bases, "row": self.rows}))
         else:
-            specs += [("group", 2, False, (self.rows, self.lanes)), ("sign", 1, False, (self.rows, self.lanes)),
-                      ("sign2", 1, False, (self.rows, self.lanes))]
-        specs.append(("last", 1, False, ()))
-        return PayloadLayout.sequential(*specs)
+            specs += [field("group", 2, "code", "weight", rl, codes=self.GROUP_CODES),
+                      field("sign", 1, "bit_pm1", "weight", rl), field("sign2", 1, "bit_pm1", "weight", rl)]
+        specs.append(field("last", 1, "unsigned", "last"))
+        return self._operands(*specs)
 
     @property
     def result_layout(self) -> PayloadLayout:
-        specs = [("sums", self.acc_width, True, (len(self.planes), self.rows))]
+        specs = [field("sums", self.acc_width, "twos_complement", "result",
+                       {"plane": len(self.planes), "row": self.rows})]
         if self.mode == "billm":
-            specs.append(("means", self.acc_width, True, (len(BILLM_GROUPS), self.rows)))
+            specs.append(field("means", self.acc_width, "twos_complement", "result",
+                               {"group": len(BILLM_GROUPS), "row": self.rows}))
         if self.scale_bits:
-            specs.append(("y", self.y_width, True, (self.rows,)))
+            specs.append(field("y", self.y_width, "twos_complement", "result", {"row": self.rows}))
         return PayloadLayout.sequential(*specs)
 
     def weight_planes(self) -> int | None:
         return self.n_bases if self.mode == "bases" else 3
+
+    def encoding_notes(self):
+        notes = {"act": "activation x; act[l] is reduction element k_chunk*lanes + l"}
+        if self.mode == "bases":
+            notes["bases"] = ("bases[i][r][l] = B_i[row_block*rows + r][k_chunk*lanes + l], the sign of basis i")
+            notes["sums"] = "sums[i][r] = sum_l B_i[r][l]*act[l] over the reduction"
+            if self.scale_bits:
+                notes["alpha"] = f"alpha[i][r]: fixed-point scale of basis i, row r ({self.scale_bits} bits)"
+                notes["y"] = "y[r] = sum_i alpha[i][r]*sums[i][r]"
+            if self.lut_group:
+                notes["lut_group"] = f"{self.lut_group} lanes share a {1 << self.lut_group}-entry table of partial sums"
+        else:
+            notes["group"] = "the element's group: 0 concentrated, 1 sparse, 2 salient (3 unused)"
+            notes["sign"] = "sign of (w - mu) of the element's group"
+            notes["sign2"] = "sign of the second-order residual, read in the salient group only"
+            notes["sums"] = ("sums[g][r] for g = concentrated, sparse, salient, salient second order: sum of "
+                             "sign*act over the group's elements")
+            notes["means"] = "means[g][r]: sum of act over the group's elements (for the mu terms)"
+        return notes
 
     def check_operands(self, weights, acts, alpha=None):
         weights = np.asarray(weights)
@@ -749,14 +879,16 @@ class BinaryBasisParams(EngineParams):
             bits = (weights > 0).astype(np.int64)
         else:
             bits = np.stack([weights[0], weights[1] > 0, weights[2] > 0]).astype(np.int64)
-        w, a, _, sched = self._gather(bits, acts, pad_weight=0, pad_act=0)
+        w, a, _, sched = self._gather(bits, acts, act="act",
+                                      weight="bases" if self.mode == "bases" else ("group", "sign", "sign2"))
         out = {"act": a}
         if self.mode == "bases":
             out["bases"] = w
             if self.scale_bits:
                 alpha = np.asarray(alpha, np.int64)
                 m = weights.shape[1]
-                a_pad = np.zeros((self.n_bases, self.row_blocks(m) * self.rows), np.int64)
+                a_pad = np.full((self.n_bases, self.row_blocks(m) * self.rows),
+                                self.operand_layout["alpha"].pad_value("row"), np.int64)
                 a_pad[:, :m] = alpha
                 out["alpha"] = a_pad.reshape(self.n_bases, -1, self.rows)[:, sched.row_block].transpose(1, 0, 2)
         else:
@@ -808,17 +940,25 @@ class Int8MacParams(EngineParams):
     def channels(self) -> tuple[Channel, ...]:
         return (Channel("main", *self.product_range(), self.lanes),)
 
+    def operand_padding(self):
+        return {"act": {"lane": 0}, "weight": {"lane": 0, "row": 0}}
+
     @property
     def operand_layout(self) -> PayloadLayout:
-        return PayloadLayout.sequential(
-            ("act", self.act_bits, True, (self.lanes,)),
-            ("weight", self.weight_bits, True, (self.rows, self.lanes)),
-            ("last", 1, False, ()),
+        return self._operands(
+            field("act", self.act_bits, "twos_complement", "activation", {"lane": self.lanes}),
+            field("weight", self.weight_bits, "twos_complement", "weight", {"row": self.rows, "lane": self.lanes}),
+            field("last", 1, "unsigned", "last"),
         )
 
     @property
     def result_layout(self) -> PayloadLayout:
-        return PayloadLayout.sequential(("acc", self.acc_width, True, (self.rows,)))
+        return PayloadLayout.sequential(field("acc", self.acc_width, "twos_complement", "result", {"row": self.rows}))
+
+    def encoding_notes(self):
+        return {"act": "act[i] is reduction element k_chunk*lanes + i of the token",
+                "weight": "weight[r][i] multiplies act[i] for output row row_block*rows + r",
+                "acc": "acc[r] = sum of w*x over the reduction"}
 
     def check_operands(self, weights, acts, alpha=None):
         _in_range(f"{self.weight_bits}-bit weights", weights, *signed_range(self.weight_bits))
@@ -826,7 +966,7 @@ class Int8MacParams(EngineParams):
 
     def operand_beats(self, weights, acts):
         self.check_operands(weights, acts)
-        w, a, _, sched = self._gather(weights, acts, pad_weight=0, pad_act=0)
+        w, a, _, sched = self._gather(weights, acts, act="act", weight="weight")
         return {"act": a, "weight": w, "last": sched.last.astype(np.int64)}
 
     def finish(self, acc):

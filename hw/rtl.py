@@ -1,13 +1,14 @@
 """Amaranth helpers shared by the unit generators."""
 
-from typing import Callable, Iterable
+from types import SimpleNamespace
+from typing import Iterable
 
 from amaranth import Module, Signal, Value, signed, unsigned
 from amaranth.lib import data
 
 from .layout import PayloadLayout
 
-__all__ = ["amaranth_layout", "pipelined_tree", "delay"]
+__all__ = ["amaranth_layout", "unpack", "pipelined_tree", "delay"]
 
 
 def amaranth_layout(layout: PayloadLayout) -> data.StructLayout:
@@ -19,6 +20,31 @@ def amaranth_layout(layout: PayloadLayout) -> data.StructLayout:
             shape = data.ArrayLayout(shape, n)
         members[f.name] = shape
     return data.StructLayout(members)
+
+
+def unpack(raw: Value, layout: PayloadLayout) -> SimpleNamespace:
+    """Every element of every field of a payload as its own Value, sliced once from ``raw``.
+
+    ``unpack(v, layout).weight[r][i]`` is element ``[r][i]`` of field ``weight`` (signed where the field is), a
+    scalar field is a plain Value. The slices are built once and shared by every user: indexing a ``lib.data``
+    view afresh for each use makes a new expression each time, which Amaranth lowers by copying the whole
+    parent field (a 2,048-bit weight field per lane term on the 64×16 ternary engine), so generation was
+    quadratic in the payload width.
+    """
+    raw = Value.cast(raw)
+    fields = {}
+    for f in layout.fields:
+        def element(*index, f=f):
+            start = f.bit_offset(*index)
+            bits = raw[start:start + f.elem_width]
+            return bits.as_signed() if f.signed else bits
+
+        def build(prefix, dims, element=element):
+            if not dims:
+                return element(*prefix)
+            return [build((*prefix, i), dims[1:]) for i in range(dims[0])]
+        fields[f.name] = build((), f.shape)
+    return SimpleNamespace(**fields)
 
 
 def pipelined_tree(m: Module, terms: list[Value], *, channel, depth: int, registered_levels: Iterable[int],

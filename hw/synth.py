@@ -22,6 +22,13 @@ Three measurements per ``(params, family)``, all cached on disk:
 The tools run as ``python -c`` subprocesses of the ``yowasp_*`` packages, in a work directory with
 relative file names: the WebAssembly sandbox cannot see host paths under ``/tmp``. Their first call
 compiles WebAssembly (about a minute for Yosys, cached in ``~/.cache/YoWASP``).
+
+The cache holds one ``KEY.json`` per result (and ``cmos-KEY.json`` per transistor estimate), ``KEY`` a hash of
+everything that determines the numbers. Each entry stores those inputs, the result and a SHA-256 over both;
+an entry that fails the check (truncated, edited, written for other inputs, an older format) is recomputed
+and overwritten, with a one-line note on stderr, never trusted. Processes that need the same entry take turns
+on the lock file ``KEY.lock`` beside it (:func:`fsio.file_lock`): the first runs the tools, the others wait
+(saying so on stderr) and then read its result (``cached=True``).
 """
 
 import hashlib
@@ -33,11 +40,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import pandas as pd
+from fsio import file_lock, write_json_atomic, write_text_atomic
 
 from .params import UnitParams
 
@@ -255,7 +263,7 @@ TABLE_COLUMNS = ["unit", "module", "family", "lanes", "macs_per_cycle", "luts", 
                  "tool_versions", "lowbit_version"]
 
 
-def results_table(results) -> pd.DataFrame:
+def results_table(results) -> "pd.DataFrame":
     """One row per result, columns :data:`TABLE_COLUMNS` (``params``/``tool_versions`` as compact JSON)."""
     rows = []
     for r in results:
@@ -266,6 +274,8 @@ def results_table(results) -> pd.DataFrame:
         row["params"] = json.dumps(d["params"], sort_keys=True, separators=(",", ":"))
         row["tool_versions"] = json.dumps(d["tool_versions"], sort_keys=True, separators=(",", ":"))
         rows.append(row)
+    import pandas as pd     # here: `lowbit --help` and the simulator import this module, and pandas costs 0.3 s
+
     df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     # Keep "not measured" as missing values in integer columns instead of turning them into floats.
     for c in ("transistors",):
@@ -273,26 +283,12 @@ def results_table(results) -> pd.DataFrame:
     return df
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def write_csv(results, path) -> Path:
     """Write :func:`results_table` of ``results`` to ``path`` atomically (complete or absent)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"CSV path {str(path)!r} is a directory")
-    return _write_atomic(path, results_table(results).to_csv(index=False))
+    return write_text_atomic(path, results_table(results).to_csv(index=False), mkdir=True)
 
 
 # -- flow ---------------------------------------------------------------------------------------------------
@@ -389,15 +385,64 @@ def _cmos_script(top: str) -> str:
             "tee -q -o cmos.json stat -tech cmos -json\n")
 
 
-def _atomic_json(path: Path, obj: dict) -> None:
-    _write_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+#: Format tag of a cache entry: ``{"format", "key", "inputs", "result", "sha256"}``.
+CACHE_FORMAT = "lowbit.synth-cache/2"
 
 
-def _load_json(path: Path) -> dict | None:
+def _entry_digest(entry: dict) -> str:
+    return cache_key({k: entry[k] for k in ("format", "key", "inputs", "result")})
+
+
+def _write_entry(path: Path, key: str, inputs: dict, result: dict) -> None:
+    """Store ``result`` with its inputs and a SHA-256 over both (the key is the hash of the inputs)."""
+    # Through JSON and back first, so that the digest is over exactly what a later load parses.
+    entry = json.loads(json.dumps({"format": CACHE_FORMAT, "key": key, "inputs": inputs, "result": result}))
+    write_json_atomic(path, {**entry, "sha256": _entry_digest(entry)}, indent=1, sort_keys=True)
+
+
+def _entry_problem(entry, key: str) -> str | None:
+    """Why a loaded cache entry cannot be trusted for ``key``, or None if it passes every check."""
+    if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
+        return "no integrity record (not written by this version)"
+    if not all(k in entry for k in ("key", "inputs", "result", "sha256")):
+        return "incomplete entry"
+    if entry["sha256"] != _entry_digest(entry):
+        return "its SHA-256 does not match its contents (edited or damaged)"
+    if entry["key"] != key or cache_key(entry["inputs"]) != key:
+        return "written for other inputs"
+    if not isinstance(entry["result"], dict):
+        return "no result object"
+    return None
+
+
+def _read_entry(path: Path, key: str) -> dict | None:
+    """The result stored at ``path`` if it passes its integrity check; None (after a note on stderr if there was
+    an entry) when it must be computed."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None   # absent or damaged: recompute (and overwrite)
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"unreadable ({exc})"
+    else:
+        try:
+            problem = _entry_problem(json.loads(text), key)
+        except json.JSONDecodeError:
+            problem = "not valid JSON (truncated?)"
+    if problem is None:
+        return json.loads(text)["result"]
+    print(f"lowbit synth: cached result {path} failed its integrity check: {problem}; recomputing",
+          file=sys.stderr)
+    return None
+
+
+def _cache_lock(cache: Path, name: str, what: str):
+    """The lock on one cache entry (``name`` without suffix); says on stderr when it has to wait."""
+    def waiting(pid):
+        holder = f"process {pid}" if pid else "another process"
+        print(f"lowbit synth: {holder} is computing the same {what}; waiting for its result "
+              f"(lock {cache / (name + '.lock')})", file=sys.stderr)
+    return file_lock(cache / f"{name}.lock", on_wait=waiting)
 
 
 def synthesize(params: UnitParams, family: str, *, fmax: bool = True, transistors: bool = True, seed: int = 1,
@@ -413,7 +458,8 @@ def synthesize(params: UnitParams, family: str, *, fmax: bool = True, transistor
     transistors : estimate the unit's CMOS transistor count (shared by all families).
     seed : nextpnr placement seed.
     cache_dir : result cache (default :func:`default_cache_dir`); ``use_cache=False`` neither reads nor
-        writes it.
+        writes it. A cached result is used only if it passes its integrity check, and a process that finds
+        another computing the same result waits for it (see the module docstring).
     work_dir : keep the tools' files here (default: a temporary directory, removed afterwards).
     timeout : seconds allowed to each tool run (default: no limit).
 
@@ -454,74 +500,91 @@ def synthesize(params: UnitParams, family: str, *, fmax: bool = True, transistor
     lowbit_version = _lowbit_version()
     common = {"flow": FLOW_VERSION, "unit": params.kind.value, "params": params.to_dict(), "lowbit": lowbit_version,
               "yosys": versions[TOOLS["yosys"].distribution], "verilog_sha256": _sha256(unit_v)}
-    cmos_key = cache_key({**common, "what": "cmos", "script": _cmos_script(top)})
-    key = cache_key({**common, "what": "fpga", "family": family, "seed": seed, "fmax": fmax,
-                     "transistors": transistors, "tools": versions, "script": synth_script,
-                     "pnr_script": pnr_script, "pnr_argv": _pnr_argv(family, seed) if do_pnr else None,
-                     "bench_sha256": _sha256(bench_v) if do_pnr else None})
+    cmos_inputs = {**common, "what": "cmos", "script": _cmos_script(top)}
+    inputs = {**common, "what": "fpga", "family": family, "seed": seed, "fmax": fmax,
+              "transistors": transistors, "tools": versions, "script": synth_script,
+              "pnr_script": pnr_script, "pnr_argv": _pnr_argv(family, seed) if do_pnr else None,
+              "bench_sha256": _sha256(bench_v) if do_pnr else None}
+    cmos_key, key = cache_key(cmos_inputs), cache_key(inputs)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     result_path, cmos_path = cache / f"{key}.json", cache / f"cmos-{cmos_key}.json"
     if use_cache:
-        stored = _load_json(result_path)
+        cache.mkdir(parents=True, exist_ok=True)
+
+    with _cache_lock(cache, key, f"synthesis of {top} for {family}") if use_cache else nullcontext():
+        # Looked up only with the lock held: a process we waited for has just stored this very result.
+        stored = _read_entry(result_path, key) if use_cache else None
         if stored is not None:
-            hit = SynthResult.from_dict(stored)
-            hit.cached = True
-            return hit
+            try:
+                hit = SynthResult.from_dict(stored)
+            except TypeError as exc:      # fields of another version of SynthResult
+                print(f"lowbit synth: cached result {result_path} does not fit this version ({exc}); recomputing",
+                      file=sys.stderr)
+            else:
+                hit.cached = True
+                return hit
 
-    # -- run.
-    t0 = time.perf_counter()
-    stage_seconds = {}
-    with tempfile.TemporaryDirectory(prefix="lowbit-synth-") as tmp:
-        wd = Path(work_dir) if work_dir is not None else Path(tmp)
-        wd.mkdir(parents=True, exist_ok=True)
-        (wd / "unit.v").write_text(unit_v)
-        t = time.perf_counter()
-        fell_back = []
-        if _run_synth_script(wd, "synth.ys", "synth.log", synth_script, family, top, for_pnr=False, timeout=timeout):
-            fell_back.append("the unit's resources")
-        cells = parse_stat_json((wd / "stat.json").read_text())
-        stage_seconds["synth"] = round(time.perf_counter() - t, 3)
-
-        fmax_mhz, utilisation = None, None
-        if family == "xilinx":
-            fmax_note = "no open-source place and route for Xilinx 7-series: resources only"
-        elif not fmax:
-            fmax_note = "place and route not requested"
-        else:
+        # -- run.
+        t0 = time.perf_counter()
+        stage_seconds = {}
+        with tempfile.TemporaryDirectory(prefix="lowbit-synth-") as tmp:
+            wd = Path(work_dir) if work_dir is not None else Path(tmp)
+            wd.mkdir(parents=True, exist_ok=True)
+            (wd / "unit.v").write_text(unit_v)
             t = time.perf_counter()
-            (wd / "bench.v").write_text(bench_v)
-            if _run_synth_script(wd, "pnr.ys", "pnr_synth.log", pnr_script, family, bench_name, for_pnr=True, timeout=timeout):
-                fell_back.append("the placed-and-routed wrapper")
-            fmax_mhz, utilisation, fmax_note = _place_and_route(family, seed, wd, timeout)
-            stage_seconds["pnr"] = round(time.perf_counter() - t, 3)
+            fell_back = []
+            if _run_synth_script(wd, "synth.ys", "synth.log", synth_script, family, top, for_pnr=False,
+                                 timeout=timeout):
+                fell_back.append("the unit's resources")
+            cells = parse_stat_json((wd / "stat.json").read_text())
+            stage_seconds["synth"] = round(time.perf_counter() - t, 3)
 
-        n_transistors, transistors_note = None, "not estimated"
-        if transistors:
-            stored = _load_json(cmos_path) if use_cache else None
-            if stored is None:
+            fmax_mhz, utilisation = None, None
+            if family == "xilinx":
+                fmax_note = "no open-source place and route for Xilinx 7-series: resources only"
+            elif not fmax:
+                fmax_note = "place and route not requested"
+            else:
                 t = time.perf_counter()
-                (wd / "cmos.ys").write_text(_cmos_script(top))
-                _run_tool("yosys", ["-q", "-l", "cmos.log", "-s", "cmos.ys"], wd, "cmos.log", timeout)
-                count, complete = parse_transistors((wd / "cmos.json").read_text())
-                stored = {"transistors": count, "complete": complete, "seconds": round(time.perf_counter() - t, 3)}
-                stage_seconds["cmos"] = stored["seconds"]
-                if use_cache:
-                    _atomic_json(cmos_path, stored)
-            n_transistors = stored["transistors"]
-            transistors_note = ("Yosys generic synthesis, abc -g cmos2, stat -tech cmos (flip-flops 16 each)"
-                                + ("" if stored["complete"] else "; lower bound: some cells have no CMOS cost"))
+                (wd / "bench.v").write_text(bench_v)
+                if _run_synth_script(wd, "pnr.ys", "pnr_synth.log", pnr_script, family, bench_name, for_pnr=True,
+                                     timeout=timeout):
+                    fell_back.append("the placed-and-routed wrapper")
+                fmax_mhz, utilisation, fmax_note = _place_and_route(family, seed, wd, timeout)
+                stage_seconds["pnr"] = round(time.perf_counter() - t, 3)
 
-    res = count_resources(family, cells)
-    result = SynthResult(
-        unit=params.kind.value, module=top, params=params.to_dict(), family=family, lanes=int(params.lanes),
-        macs_per_cycle=int(params.macs_per_cycle), **res, cells=cells, fmax_mhz=fmax_mhz, fmax_note=fmax_note,
-        synth_note=(f"Yosys 0.70's abc9 asserts in abc_ops_reintegrate on {' and '.join(fell_back)}: LUTs mapped "
-                    "with classic 'abc -lut 4' inside synth_ecp5") if fell_back else None,
-        utilisation=utilisation, transistors=n_transistors, transistors_note=transistors_note, seed=seed,
-        tool_versions=versions, lowbit_version=lowbit_version, seconds=round(time.perf_counter() - t0, 3),
-        stage_seconds=stage_seconds, cached=False, key=key)
-    if use_cache:
-        _atomic_json(result_path, result.to_dict())
+            n_transistors, transistors_note = None, "not estimated"
+            if transistors:
+                # Shared by every family of the unit, so it has its own lock: taken inside the result's lock,
+                # never the other way round, so two processes cannot each hold one and wait for the other.
+                with (_cache_lock(cache, f"cmos-{cmos_key}", f"transistor estimate of {top}") if use_cache
+                      else nullcontext()):
+                    stored = _read_entry(cmos_path, cmos_key) if use_cache else None
+                    if stored is None:
+                        t = time.perf_counter()
+                        (wd / "cmos.ys").write_text(_cmos_script(top))
+                        _run_tool("yosys", ["-q", "-l", "cmos.log", "-s", "cmos.ys"], wd, "cmos.log", timeout)
+                        count, complete = parse_transistors((wd / "cmos.json").read_text())
+                        stored = {"transistors": count, "complete": complete,
+                                  "seconds": round(time.perf_counter() - t, 3)}
+                        stage_seconds["cmos"] = stored["seconds"]
+                        if use_cache:
+                            _write_entry(cmos_path, cmos_key, cmos_inputs, stored)
+                n_transistors = stored["transistors"]
+                transistors_note = ("Yosys generic synthesis, abc -g cmos2, stat -tech cmos (flip-flops 16 each)"
+                                    + ("" if stored["complete"] else "; lower bound: some cells have no CMOS cost"))
+
+        res = count_resources(family, cells)
+        result = SynthResult(
+            unit=params.kind.value, module=top, params=params.to_dict(), family=family, lanes=int(params.lanes),
+            macs_per_cycle=int(params.macs_per_cycle), **res, cells=cells, fmax_mhz=fmax_mhz, fmax_note=fmax_note,
+            synth_note=(f"Yosys 0.70's abc9 asserts in abc_ops_reintegrate on {' and '.join(fell_back)}: LUTs "
+                        "mapped with classic 'abc -lut 4' inside synth_ecp5") if fell_back else None,
+            utilisation=utilisation, transistors=n_transistors, transistors_note=transistors_note, seed=seed,
+            tool_versions=versions, lowbit_version=lowbit_version, seconds=round(time.perf_counter() - t0, 3),
+            stage_seconds=stage_seconds, cached=False, key=key)
+        if use_cache:
+            _write_entry(result_path, key, inputs, result.to_dict())
     return result
 
 

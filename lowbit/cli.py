@@ -11,11 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from models.schemes import SCHEMES
-from models.units import UnitKind
-from rtl_tests.streams import IcarusMissing, check_icarus
+from rtl_tests.simulators import DEFAULT_SIMULATOR, SIMULATORS, SimulatorMissing, check_simulator
 
 from . import synth_cli
 from .unit_args import add_unit_arguments
@@ -50,7 +47,9 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _load_matrix(path: Path, what: str) -> np.ndarray:
+def _load_matrix(path: Path, what: str):
+    import numpy as np
+
     if not path.exists():
         raise UsageError(f"{what} file {str(path)!r} does not exist")
     if not path.is_file():
@@ -68,22 +67,46 @@ def _load_matrix(path: Path, what: str) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def _check_output_file(path: Path) -> None:
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise UsageError(f"output directory {str(parent)!r} does not exist")
-    if path.exists() and path.is_dir():
-        raise UsageError(f"output path {str(path)!r} is a directory")
+def check_output(path, what: str = "output path", *, directory: bool = False) -> Path:
+    """The one rule for every command's output location, checked before any generation starts.
+
+    An output *file* (``directory=False``) must be a missing or regular file in an existing directory; an output
+    *directory* may be missing if its parent exists (the writer creates that last level only). Either way the
+    directory written into must accept a new file: probed by creating and removing a temporary file, because
+    permission bits alone do not tell (root ignores them, a read-only mount does not show in them). Raises
+    ``ValueError`` naming the path (``what`` names the option in the message, e.g. ``"--csv path"``).
+    """
+    path = Path(path)
+    shown = str(path)
+    if directory:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{what} {shown!r} exists and is not a directory")
+        target = path if path.is_dir() else path.parent
+    else:
+        if path.is_dir():
+            raise ValueError(f"{what} {shown!r} is a directory; give a file name")
+        if path.exists() and not path.is_file():        # e.g. /dev/null: the atomic rename would replace it
+            raise ValueError(f"{what} {shown!r} exists and is not a regular file")
+        target = path.parent
+    if not target.is_dir():
+        state = "is not a directory" if target.exists() else "does not exist"
+        raise ValueError(f"cannot write to {shown!r}: directory {str(target)!r} {state}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lowbit-probe-", dir=target)
+    except OSError as exc:
+        raise ValueError(f"cannot write to {shown!r}: directory {str(target)!r} is not writable "
+                         f"({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 def _save_npz_atomic(path: Path, **arrays) -> None:
-    tmp = path.resolve().parent / f".{path.name}.partial.npz"
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # Imported where used, like this module's other helpers, so that commands which write no arrays (and
+    # `lowbit --help`) import nothing more.
+    from fsio import write_npz_atomic
+
+    write_npz_atomic(path, **arrays)
 
 
 # -- lowbit verilog ---------------------------------------------------------------------------------------
@@ -92,9 +115,7 @@ def _cmd_verilog(args) -> int:
     from .unit_args import params_from_args
 
     params = params_from_args(args)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"output path {str(out)!r} exists and is not a directory")
+    out = check_output(args.output, directory=True)
 
     from hw.export import write_unit
 
@@ -110,8 +131,7 @@ def _cmd_verilog(args) -> int:
 def _cmd_simulate_linear(args) -> int:
     from sim.linear import check_linear, simulate_linear
 
-    out = Path(args.out)
-    _check_output_file(out)
+    out = check_output(args.out, "--out path")
     weight = _load_matrix(Path(args.weights), "weights")
     x = _load_matrix(Path(args.inputs), "inputs")
     # Refuse bad shapes, values and parameters before any long run.
@@ -119,11 +139,14 @@ def _cmd_simulate_linear(args) -> int:
     if args.rtl:
         from rtl_tests.linear import rtl_linear
 
-        check_icarus()
+        check_simulator(args.simulator)
         with tempfile.TemporaryDirectory(prefix="lowbit-rtl-") as work:
-            result = rtl_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows, work_dir=Path(work))
+            result = rtl_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows, work_dir=Path(work),
+                                simulator=args.simulator, log=_note)
     else:
         result = simulate_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
+    import numpy as np
+
     names, acc = result.stacked_acc()
     runs = list(result.job_cycles)
     _save_npz_atomic(out, y=result.y, acc=acc, acc_names=np.array(names), cycles=np.int64(result.cycles),
@@ -138,20 +161,25 @@ def _cmd_simulate_linear(args) -> int:
 
 # -- lowbit report linear -----------------------------------------------------------------------------------
 
+def _note(line: str) -> None:
+    """A progress line of a long step, on stderr so that stdout stays the result."""
+    print(f"      {line}", file=sys.stderr, flush=True)
+
+
 def _cmd_report_linear(args) -> int:
+    t0 = time.perf_counter()
+    import numpy as np
     import torch
 
     from hw.export import write_unit
     from reports.linear import RtlCheck, write_linear_report
     from sim.linear import check_linear, prepare_linear, simulate_linear
 
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"output path {str(out)!r} exists and is not a directory")
+    out = check_output(args.output, directory=True)
     if args.rtl_tokens > args.tokens:
         raise UsageError(f"--rtl-tokens {args.rtl_tokens} exceeds --tokens {args.tokens}")
     if args.rtl_tokens:
-        check_icarus()
+        check_simulator(args.simulator)
 
     # A BitNet-b1.58-2B-shaped layer (FFN up-projection by default) with seeded random weights.
     g = torch.Generator().manual_seed(args.seed)
@@ -159,32 +187,38 @@ def _cmd_report_linear(args) -> int:
     x = torch.randn(args.tokens, args.in_features, generator=g).numpy()
     check_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
     _, params, _ = prepare_linear(args.scheme, weight, x[:1], lanes=args.lanes, rows=args.rows)
+    print(f"[1/4] layer {args.out_features}×{args.in_features} under {args.scheme}, {args.tokens} tokens, on "
+          f"{params.kind.value} {args.lanes}×{args.rows} ({time.perf_counter() - t0:.1f} s, imports included)")
 
-    t0 = time.perf_counter()
+    t = time.perf_counter()
     unit = write_unit(params, out / "verilog")
-    print(f"[1/3] Verilog + manifest: {unit.verilog_path} ({time.perf_counter() - t0:.1f} s)")
+    print(f"[2/4] Verilog + manifest: {unit.verilog_path} ({time.perf_counter() - t:.1f} s)")
 
+    t = time.perf_counter()
     result = simulate_linear(args.scheme, weight, x, lanes=args.lanes, rows=args.rows)
     names, acc = result.stacked_acc()
     _save_npz_atomic(out / "linear_sim.npz", y=result.y, acc=acc, acc_names=np.array(names),
                      cycles=np.int64(result.cycles))
-    print(f"[2/3] cycle model: {result.macs:,} MACs in {result.cycles:,} cycles, utilisation "
-          f"{result.utilisation:.1%} ({result.wall_seconds:.2f} s)")
+    print(f"[3/4] cycle model: {result.macs:,} MACs in {result.cycles:,} cycles, utilisation "
+          f"{result.utilisation:.1%} ({time.perf_counter() - t:.1f} s)")
 
     check = None
     if args.rtl_tokens:
         from rtl_tests.linear import rtl_linear
 
+        t = time.perf_counter()
         xs = x[:args.rtl_tokens]
         sim_part = simulate_linear(args.scheme, weight, xs, lanes=args.lanes, rows=args.rows)
         with tempfile.TemporaryDirectory(prefix="lowbit-rtl-") as work:
-            rtl_part = rtl_linear(args.scheme, weight, xs, lanes=args.lanes, rows=args.rows, work_dir=Path(work))
-        check = RtlCheck(args.rtl_tokens, rtl_part, sim_part)
+            rtl_part = rtl_linear(args.scheme, weight, xs, lanes=args.lanes, rows=args.rows, work_dir=Path(work),
+                                  simulator=args.simulator, exported=unit, log=_note)
+        check = RtlCheck(args.rtl_tokens, rtl_part, sim_part, simulator=args.simulator)
         status = "bit-exact" if check.bit_exact else "MISMATCH"
-        print(f"[3/3] RTL (Icarus) on {args.rtl_tokens} token(s): {status}, {rtl_part.cycles:,} cycles "
-              f"({'equal to' if check.cycles_equal else 'DIFFERENT from'} the model) ({rtl_part.wall_seconds:.1f} s)")
+        print(f"[4/4] RTL ({args.simulator}) on {args.rtl_tokens} token(s): {status}, {rtl_part.cycles:,} cycles "
+              f"({'equal to' if check.cycles_equal else 'DIFFERENT from'} the model) "
+              f"({time.perf_counter() - t:.1f} s)")
     else:
-        print("[3/3] RTL check skipped (--rtl-tokens 0)")
+        print("[4/4] RTL check skipped (--rtl-tokens 0)")
 
     md, csv = write_linear_report(out, result, check, verilog_path=unit.verilog_path,
                                   title=f"{args.out_features}×{args.in_features} linear layer")
@@ -200,7 +234,7 @@ def _cmd_report_linear(args) -> int:
 def _cmd_simulate_model(args) -> int:
     import json
 
-    from reports.model import model_result
+    from reports.model import model_result, resolve_design
 
     result = model_result(args.model, args.scheme, args.design, seq_len=args.seq, decode_steps=args.decode_steps,
                           tech=args.tech, energy=args.energy, stepped=args.stepped, per_layer=args.per_layer,
@@ -210,7 +244,8 @@ def _cmd_simulate_model(args) -> int:
         from hw.fpga import design_resources
         from hw.synth import ToolError, ToolMissing
         try:
-            result["area"]["fpga"] = design_resources(load_design(args.design), args.fpga)
+            design = load_design(resolve_design(args.design, args.scheme)[0])
+            result["area"]["fpga"] = design_resources(design, args.fpga)
         except (ToolMissing, ToolError) as exc:      # as `lowbit synth`: 2 for a missing tool, 1 for a failed run
             print(f"lowbit: error: {exc}", file=sys.stderr)
             return 2 if isinstance(exc, ToolMissing) else 1
@@ -218,9 +253,16 @@ def _cmd_simulate_model(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     e = result["energy_j"]
-    print(f"{result['model']} / {result['scheme']} on {result['design']} @ {result['clock_mhz']:g} MHz: "
-          f"{result['cycles']:,} cycles = {result['latency_s'] * 1e3:,.3f} ms (prefill {result['prefill_cycles']:,}, "
-          f"decode {result['decode_cycles']:,}); utilisation {result['utilisation']:.1%}")
+    if result["design_source"] != "given":
+        print(f"design: {result['design']} ({result['design_source']})")
+    if result["timed"]:
+        print(f"{result['model']} / {result['scheme']} on {result['design']} @ {result['clock_mhz']:g} MHz: "
+              f"{result['cycles']:,} cycles = {result['latency_s'] * 1e3:,.3f} ms (prefill "
+              f"{result['prefill_cycles']:,}, decode {result['decode_cycles']:,}); utilisation "
+              f"{result['utilisation']:.1%}")
+    else:           # arith-only on buffers too small to time: the operation counts are still priced
+        print(f"{result['model']} / {result['scheme']} on {result['design']} @ {result['clock_mhz']:g} MHz: not "
+              f"timed ({result['untimed_reason']}); the arithmetic-only energy counts the operations")
     print(f"  energy ({e['mode']}, {e['tech']}): {e['total']:.4g} J = arith {e['arith']['total']:.3g} "
           f"(mul {e['arith']['mul']:.3g}, add {e['arith']['add']:.3g}, logic {e['arith']['logic']:.3g}) + registers "
           f"{e['registers']:.3g} + SRAM {e['sram']:.3g} + DRAM {e['dram']:.3g} + vector {e['vector']:.3g}")
@@ -244,19 +286,20 @@ def _cmd_simulate_model(args) -> int:
 
 
 def _cmd_report_model(args) -> int:
+    start = time.perf_counter()
     from reports.model import model_result, write_model_report
 
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"output path {str(out)!r} exists and is not a directory")
+    out = check_output(args.output, directory=True)
     if not args.stem or args.stem.startswith(".") or Path(args.stem).name != args.stem:
         raise UsageError(f"--stem must be a plain file name without directories, not {args.stem!r}")
     result = model_result(args.model, args.scheme, args.design, seq_len=args.seq, decode_steps=args.decode_steps,
                           tech=args.tech, per_layer=True, counters=True)
     paths = write_model_report(out, result, stem=args.stem)
+    if result["design_source"] != "given":
+        print(f"design: {result['design']} ({result['design_source']})")
     print(f"{result['model']} / {result['scheme']} on {result['design']}: {result['cycles']:,} cycles, "
           f"{result['energy_j']['total'] * 1e3:.4g} mJ ({result['energy_j']['tech']}); report: "
-          + ", ".join(str(p) for p in paths))
+          + ", ".join(str(p) for p in paths) + f" ({time.perf_counter() - start:.1f} s, imports included)")
     return 0
 
 
@@ -327,11 +370,9 @@ def _cmd_workload(args) -> int:
     from models.workload import extract_workload
     from reports.io import write_text_atomic
 
+    out = check_output(args.output)
     wl = extract_workload(args.model, args.scheme, seq_len=args.seq, decode_steps=args.decode_steps,
                           batch=args.batch)
-    out = Path(args.output)
-    if out.exists() and out.is_dir():
-        raise UsageError(f"output path {str(out)!r} is a directory")
     write_text_atomic(out, wl.to_json(indent=1))
     print(f"wrote {len(wl.ops)} operations ({wl.total_macs() / 1e9:,.2f} G MACs) to {out}")
     return 0
@@ -351,6 +392,8 @@ def _cmd_fidelity(args) -> int:
     from models.fidelity import fidelity_table, markdown
     from reports.io import write_text_atomic
 
+    if args.output:
+        check_output(args.output)
     rows = fidelity_table(args.methods or None, qbb_refine_steps=args.qbb_refine_steps,
                           qbb_distill_steps=args.qbb_distill_steps)
     table = markdown(rows)
@@ -379,11 +422,16 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help=f"outputs computed in parallel (default {DEFAULT_ROWS})")
 
 
+def _simulator_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--simulator", choices=SIMULATORS, default=DEFAULT_SIMULATOR,
+                   help=f"RTL simulator (default {DEFAULT_SIMULATOR}; its model is built once per Verilog and "
+                        "cached in $LOWBIT_CACHE/rtl or ~/.cache/lowbit/rtl)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowbit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    units = [k.value for k in UnitKind if k not in (UnitKind.FP_VECTOR, UnitKind.FP_MAC)]
     v = sub.add_parser("verilog", help="generate a unit's Verilog and JSON manifest")
     add_unit_arguments(v)
     v.add_argument("-o", "--output", required=True, help="output directory")
@@ -399,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--weights", required=True, help="float weights W, .npy of shape [out, in]")
     lin.add_argument("--inputs", required=True, help="float inputs X, .npy of shape [tokens, in]")
     _engine_args(lin)
-    lin.add_argument("--rtl", action="store_true", help="run the generated Verilog in Icarus instead")
+    lin.add_argument("--rtl", action="store_true", help="run the generated Verilog instead (see --simulator)")
+    _simulator_arg(lin)
     lin.add_argument("--out", required=True, help="output .npz (fields y, acc, cycles)")
     lin.set_defaults(func=_cmd_simulate_linear)
 
@@ -412,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm = ssub.add_parser("model", help="a whole model on an accelerator: cycles, energy, area")
     sm.add_argument("--model", required=True, help="built-in model name or a config.json path")
     sm.add_argument("--scheme", required=True, help=f"NAME[:key=value,...], NAME one of {', '.join(SCHEMES)}")
-    sm.add_argument("--design", required=True, help=design_help)
+    sm.add_argument("--design", help=f"{design_help} (default: the scheme's own, e.g. ternary for bitnet-b1.58)")
     sm.add_argument("--seq", type=_positive_int, default=128, help="prefill tokens (default 128)")
     sm.add_argument("--decode-steps", type=_non_negative_int, default=0)
     tech_help = f"technology node: {' or '.join(TECHNOLOGIES)} (default 45nm)"
@@ -476,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--out-features", type=_positive_int, default=6912)
     rl.add_argument("--tokens", type=_positive_int, default=8)
     rl.add_argument("--rtl-tokens", type=_non_negative_int, default=1,
-                    help="tokens also run on the RTL in Icarus (0 skips the RTL check)")
+                    help="tokens also run on the RTL (0 skips the RTL check)")
+    _simulator_arg(rl)
     rl.add_argument("--seed", type=_non_negative_int, default=0)
     _engine_args(rl)
     rl.add_argument("-o", "--output", default="out", help="output directory (default: out)")
@@ -484,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm = rsub.add_parser("model", help="a whole model on a design: summary and per-operation table (MD, CSV, JSON)")
     rm.add_argument("--model", default="bert-base", help=f"{model_help} (default bert-base)")
     rm.add_argument("--scheme", default="bitnet-b1.58", help=f"{scheme_help} (default bitnet-b1.58)")
-    rm.add_argument("--design", default="ternary", help=f"{design_help} (default ternary)")
+    rm.add_argument("--design", help=f"{design_help} (default: the scheme's own, e.g. ternary for bitnet-b1.58)")
     rm.add_argument("--seq", type=_positive_int, default=128)
     rm.add_argument("--decode-steps", type=_non_negative_int, default=0)
     rm.add_argument("--tech", default="45nm", help=tech_help)
@@ -495,10 +545,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one ``lowbit`` command: 0 on success, 2 for a refused input (one ``lowbit: error:`` line), 1 for a
+    failed write, 130 for Ctrl-C (one ``lowbit: interrupted`` line; the writers' atomic renames leave no partial
+    file behind)."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
-    except (UsageError, ValueError, TypeError, IcarusMissing) as exc:
+    except (UsageError, ValueError, TypeError, SimulatorMissing) as exc:
         print(f"lowbit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("lowbit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`lowbit ... --json | head`): stop quietly, and point stdout at /dev/null so that
+        # the interpreter's flush at exit does not raise again
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+    except OSError as exc:                 # checked up front, but a disk can still fill or a mount vanish mid-run
+        print(f"lowbit: error: {exc}", file=sys.stderr)
+        return 1

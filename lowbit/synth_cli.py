@@ -24,12 +24,9 @@ def _seed(text: str) -> int:
 
 
 def _check_csv_path(text: str) -> Path:
-    path = Path(text)
-    if path.is_dir():
-        raise ValueError(f"--csv path {text!r} is a directory")
-    if not path.resolve().parent.is_dir():
-        raise ValueError(f"--csv directory {str(path.resolve().parent)!r} does not exist")
-    return path
+    from .cli import check_output      # the CLI's one output-path rule (imported here: cli imports this module)
+
+    return check_output(text, "--csv path")
 
 
 def _summary(r) -> str:

@@ -14,10 +14,9 @@ a-bit × b-bit operands is ``a·b`` binary operations and counts ``2·a·b/64`` 
 quantize, sign, threshold, rescale) are reported separately as ``quantizer_flops``.
 """
 
-from dataclasses import dataclass
-
 from .config import ModelConfig, load_config
 from .schemes import Scheme, get_scheme
+from .shapes import ParamShape, parameter_shapes
 from .units import UnitKind
 from .workload import QUANTIZER_OPS, extract_workload
 
@@ -45,38 +44,9 @@ def billm_average_bits(salient_ratio: float = 0.1, block_size: int = BILLM_BLOCK
             "param_bits": 2 * salient_ratio + 1 * (1 - salient_ratio), "storing_bits": 1 + 1 / block_size}
 
 
-@dataclass(frozen=True)
-class _Tensor:
-    name: str
-    shape: tuple[int, ...]
-    role: str          # linear role, "embed.word", "embed.other", "norm", or "bias"
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
-
-
-def _tensors(cfg: ModelConfig, pooler: bool) -> list[_Tensor]:
-    from .transformer import build_model
-
-    model = build_model(cfg, device="meta", pooler=pooler)
-    owner = {}
-    for mname, module in model.named_modules():
-        for pname, _ in module.named_parameters(recurse=False):
-            owner[f"{mname}.{pname}" if mname else pname] = (module, pname)
-    out = []
-    for name, p in model.named_parameters():
-        module, pname = owner[name]
-        role = getattr(module, "role", None)
-        if pname == "bias":
-            role = "bias"
-        elif role is None:
-            role = "norm"
-        out.append(_Tensor(name, tuple(p.shape), role))
-    return out
+def _tensors(cfg: ModelConfig, pooler: bool) -> list[ParamShape]:
+    # The parameter list without building a model: `lowbit simulate model` needs no torch.
+    return parameter_shapes(cfg, pooler=pooler)
 
 
 def size_breakdown(model, scheme, *, convention: str = "full", pooler: bool = True) -> dict:

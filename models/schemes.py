@@ -6,6 +6,7 @@ rest of lowbit (workload extraction, size analysis, the simulator) learns a sche
 """
 
 import importlib
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -60,6 +61,53 @@ def scheme_options(scheme: "Scheme") -> frozenset[str]:
     return frozenset(names)
 
 
+#: Types of the extra options (the linear views' own keywords take theirs from their annotations).
+_EXTRA_TYPES = {"bibert": {"strict": bool}, "billm": {"salient_ratio": float}}
+#: QBB's bases: the binary-basis engine (hw.params.BinaryBasisParams) has at most 16 bit planes a row.
+MAX_QBB_BASES = 16
+
+
+def _option_types(scheme: "Scheme") -> dict[str, object]:
+    """The annotated type of every option ``scheme`` takes (``bool``, ``int``, ``float``, a ``Literal``, ...)."""
+    import typing
+
+    base = scheme.name.split(":")[0]
+    types = dict(_EXTRA_TYPES.get(base, {}))
+    functions = [scheme.linear_view.target] if scheme.linear_view is not None else []
+    if base == "billm":                       # its view passes the post-training options on to billm_quantize
+        functions.append(("models.billm", "billm_quantize"))
+    for module, function in functions:
+        hints = typing.get_type_hints(getattr(importlib.import_module(module), function))
+        types.update({k: v for k, v in hints.items() if k not in types})
+    return types
+
+
+def _check_option_value(spec: str, key: str, value, kind) -> None:
+    """Refuse a value the option's annotation does not admit: ``bibert:strict=2`` would otherwise be accepted by
+    the workload and only fail (or silently mean True) once the layer runs."""
+    import typing
+
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is typing.Literal:
+        ok, want = value in args, "one of " + ", ".join(map(str, args))
+    elif args and type(None) in args:         # X | None: None cannot be spelled on the command line
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _check_option_value(spec, key, value, non_none[0])
+        return
+    elif kind is bool:
+        ok, want = isinstance(value, bool), "true or false"
+    elif kind is int:
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        want = "a finite number"
+    else:
+        return                                # tensors and other objects: not spelled on the command line
+    if not ok:
+        raise ValueError(f"scheme option {key}={value!r} in {spec!r} must be {want}")
+
+
 @dataclass(frozen=True)
 class Scheme:
     """One quantization scheme (or full-precision/int8 baseline) as the rest of lowbit sees it."""
@@ -79,6 +127,9 @@ class Scheme:
     pre_linear_norm: bool = False              #: BitNet v1's SubLN inside every BitLinear
     options: dict = field(default_factory=dict)
     reference: str = ""                        #: paper / code the semantics follow
+    #: built-in design (hw/designs/NAME.toml) ``lowbit simulate model`` / ``report model`` run when no --design is
+    #: given: the one place this choice is made (tests/test_model_sim.py runs every scheme on its default)
+    default_design: str = ""
 
     @property
     def unit(self) -> UnitKind:
@@ -102,36 +153,40 @@ _BERT_ROLES = BLOCK_LINEARS | {"pooler"}
 
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (
     Scheme("fp32", "full precision, 32-bit floating point", UnitKind.FP_MAC, 32, None, None, frozenset(), None,
-           "none", 32, _fp_attention(32)),
+           "none", 32, _fp_attention(32), default_design="fp32"),
     Scheme("fp16", "full precision, 16-bit floating point", UnitKind.FP_MAC, 16, None, None, frozenset(), None,
-           "none", 16, _fp_attention(16)),
+           "none", 16, _fp_attention(16), default_design="fp16"),
     Scheme("int8", "W8A8 baseline: per-row int8 weights, per-token int8 activations, FP16 attention",
            UnitKind.INT8_MAC, 8, 8, "absmax-token", BLOCK_LINEARS, None, "row", 16, _fp_attention(16),
-           _lazy("models.baselines", "linear_view")),
+           _lazy("models.baselines", "linear_view"), default_design="int8"),
     Scheme("bibert", "BiBERT: row-wise binary weights (scale mean|W|), sign activations, Bi-Attention + BAMM",
            UnitKind.XNOR_POPCOUNT, 1, 1, "sign", _BERT_ROLES, "binary-row", "row", 32,
            AttentionSpec(UnitKind.XNOR_POPCOUNT, (1, 1), "bool", UnitKind.BAMM, (1, 1)),
-           _lazy("models.bibert", "linear_view"), reference="Qin et al., ICLR 2022; htqin/BiBERT"),
+           _lazy("models.bibert", "linear_view"), reference="Qin et al., ICLR 2022; htqin/BiBERT",
+           default_design="xnor"),
     Scheme("ternarybert", "TernaryBERT: TWN ternary weights (layer-wise; word embedding row-wise), 8-bit "
            "symmetric activations, 8-bit attention", UnitKind.TERNARY_MAC, 2, 8, "max-tensor", _BERT_ROLES,
            "ternary-row", "tensor", 32,
            AttentionSpec(UnitKind.INT8_MAC, (8, 8), "softmax", UnitKind.INT8_MAC, (8, 8), quantize_operands=True),
            _lazy("models.ternarybert", "linear_view"),
-           reference="Zhang et al., EMNLP 2020; huawei-noah/Pretrained-Language-Model TernaryBERT"),
+           reference="Zhang et al., EMNLP 2020; huawei-noah/Pretrained-Language-Model TernaryBERT",
+           default_design="ternary"),
     Scheme("bitnet-v1", "BitNet: ±1 weights (centred sign, scale mean|W|), SubLN + per-token 8-bit absmax",
            UnitKind.TERNARY_MAC, 1, 8, "absmax-token", BLOCK_LINEARS, None, "tensor", 16, _fp_attention(16),
-           _lazy("models.bitnet", "linear_view_v1"), pre_linear_norm=True, reference="Wang et al., arXiv 2310.11453"),
+           _lazy("models.bitnet", "linear_view_v1"), pre_linear_norm=True, reference="Wang et al., arXiv 2310.11453",
+           default_design="ternary"),       # ±1 weights are ternary codes that never use 0: the ternary engine
     Scheme("bitnet-b1.58", "BitNet b1.58: absmean ternary weights, per-token absmax int8 activations (official code)",
            UnitKind.TERNARY_MAC, 2, 8, "absmax-token", BLOCK_LINEARS, None, "tensor", 16, _fp_attention(16),
-           _lazy("models.bitnet", "linear_view"), reference="Ma et al., arXiv 2402.17764; microsoft/BitNet"),
+           _lazy("models.bitnet", "linear_view"), reference="Ma et al., arXiv 2402.17764; microsoft/BitNet",
+           default_design="ternary"),
     Scheme("billm", "BiLLM: post-training binarization with salient residual and bell-shaped split; FP16 "
            "activations (int8 per token in the integer view)", UnitKind.BINARY_BASIS, 1.1, 8, "absmax-token",
            BLOCK_LINEARS, None, "billm", 16, _fp_attention(16), _lazy("models.billm", "linear_view"),
-           reference="Huang et al., ICML 2024; Aaronhuang-778/BiLLM"),
+           reference="Huang et al., ICML 2024; Aaronhuang-778/BiLLM", default_design="billm"),
     Scheme("qbb", "QBB: N binary bases with per-channel scales (N=4 by default); FP16 activations (int8 per token "
            "in the integer view)", UnitKind.BINARY_BASIS, 4, 8, "absmax-token", BLOCK_LINEARS, None, "qbb", 16,
            _fp_attention(16), _lazy("models.qbb", "linear_view"), options={"n_bases": 4},
-           reference="Bulat et al., NeurIPS 2024"),
+           reference="Bulat et al., NeurIPS 2024", default_design="binary-basis"),
 )}
 
 
@@ -145,15 +200,25 @@ def _parse_value(text: str):
 
 
 def parse_scheme_name(spec: str) -> tuple[str, dict]:
-    """``"qbb:n_bases=2"`` → ``("qbb", {"n_bases": 2})``."""
-    name, _, rest = spec.partition(":")
+    """``"qbb:n_bases=2"`` → ``("qbb", {"n_bases": 2})``.
+
+    A ``:`` promises at least one option; every item must be ``key=value`` with both sides non-empty, each key
+    at most once (a silently dropped or overridden option would simulate a different scheme than the one asked).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"a scheme is named by a string NAME[:key=value,...], not {spec!r}")
+    name, colon, rest = spec.partition(":")
     options = {}
-    if rest:
+    if colon and not rest.strip():
+        raise ValueError(f"scheme {spec!r} has an empty option list after ':'; give NAME or NAME:key=value,...")
+    if colon:
         for item in rest.split(","):
-            key, eq, value = item.partition("=")
-            if not eq or not key:
-                raise ValueError(f"scheme option {item!r} in {spec!r} is not key=value")
-            options[key.strip()] = _parse_value(value.strip())
+            key, eq, value = (part.strip() for part in item.partition("="))
+            if not eq or not key or not value:
+                raise ValueError(f"scheme option {item!r} in {spec!r} is not key=value (both sides non-empty)")
+            if key in options:
+                raise ValueError(f"scheme option {key!r} is given twice in {spec!r}")
+            options[key] = _parse_value(value)
     return name, options
 
 
@@ -171,6 +236,10 @@ def get_scheme(spec: str) -> Scheme:
     if unknown:
         raise ValueError(f"scheme {name!r} has no option(s) {unknown}; its options: "
                          f"{', '.join(sorted(accepted)) or 'none'}")
+    types = _option_types(scheme)
+    for key, value in options.items():
+        if key in types:
+            _check_option_value(spec, key, value, types[key])
     merged = {**scheme.options, **options}
     weight_bits, act_bits = scheme.weight_bits, scheme.act_bits
     if "act_bits" in options:                  # the workload and the engines must see the width the view uses
@@ -180,7 +249,8 @@ def get_scheme(spec: str) -> Scheme:
         act_bits = a
     if name == "qbb":
         n = merged["n_bases"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"qbb needs n_bases >= 1, not {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_QBB_BASES:
+            raise ValueError(f"qbb needs n_bases in [1, {MAX_QBB_BASES}] (the binary-basis engine's bit planes), "
+                             f"not {n!r}")
         weight_bits = n
     return replace(scheme, name=spec, options=merged, weight_bits=weight_bits, act_bits=act_bits)

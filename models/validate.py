@@ -1,7 +1,6 @@
 """Input checks shared by every entry point: refuse bad tensors up front, naming the offending value."""
 
 import numpy as np
-import torch
 
 __all__ = ["check_finite", "check_matrix", "check_positive_int"]
 
@@ -17,7 +16,8 @@ def check_positive_int(name: str, value) -> int:
 
 def check_finite(name: str, array) -> None:
     """Raise if ``array`` (tensor or ndarray) holds NaN or ±Inf, saying how many and where the first is."""
-    values = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+    # A tensor is recognised by duck typing, so this module (imported by the simulator and the CLI) needs no torch.
+    values = array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array)
     if not np.issubdtype(values.dtype, np.floating):
         return
     bad = ~np.isfinite(values)

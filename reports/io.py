@@ -1,19 +1,13 @@
-"""Atomic file writes: a report file is either complete or absent."""
+"""Atomic file writes for reports: a thin layer over :mod:`fsio`, the project's one implementation."""
 
-import os
 from pathlib import Path
+
+import fsio
 
 __all__ = ["write_text_atomic"]
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Replace ``path`` with ``text`` atomically (see :func:`fsio.write_text_atomic`), creating missing parent
+    directories as this function always has; returns ``path``."""
+    return fsio.write_text_atomic(path, text, mkdir=True)

@@ -6,10 +6,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fsio import write_set
 from hw.contract import CYCLE_COUNT_DEFINITION
 from sim.linear import LinearResult, combine_runs
-
-from .io import write_text_atomic
 
 __all__ = ["RtlCheck", "linear_table", "write_linear_report", "markdown_table", "COLUMNS"]
 
@@ -26,6 +25,7 @@ class RtlCheck:
     tokens: int
     rtl: LinearResult
     sim: LinearResult
+    simulator: str = "verilator"     #: the RTL simulator it ran on
 
     @property
     def bit_exact(self) -> bool:
@@ -65,10 +65,10 @@ def linear_table(main: LinearResult, check: RtlCheck | None = None) -> pd.DataFr
 
 def write_linear_report(out_dir: Path, main: LinearResult, check: RtlCheck | None, *,
                         verilog_path: Path | None = None, title: str = "Linear layer") -> tuple[Path, Path]:
-    """Write ``report.csv`` and ``report.md`` into ``out_dir``; returns their paths."""
+    """Write ``report.csv`` and ``report.md`` into ``out_dir`` as one :func:`fsio.write_set` (they always come
+    from the same run; the Markdown's last line carries the set id); returns their paths ``(md, csv)``."""
     out_dir = Path(out_dir)
     table = linear_table(main, check)
-    csv_path = write_text_atomic(out_dir / "report.csv", table.to_csv(index=False))
     p = main.params
     lines = [
         f"# {title}: {main.scheme} on {p.kind.value}",
@@ -88,13 +88,13 @@ def write_linear_report(out_dir: Path, main: LinearResult, check: RtlCheck | Non
         verdict = "bit-exact" if check.bit_exact else "MISMATCH"
         cyc = "equal" if check.cycles_equal else "DIFFERENT"
         lines += ["", "## RTL check", "",
-                  f"The first {check.tokens} token(s) ran on the generated Verilog in Icarus (cocotb): accumulators "
+                  f"The first {check.tokens} token(s) ran on the generated Verilog in {check.simulator} (cocotb): accumulators "
                   f"{verdict} against the cycle model, cycle counts {cyc} ({check.rtl.cycles:,} RTL vs "
                   f"{check.sim.cycles:,} model)."]
     lines += ["", "## Table", "", markdown_table(table),
               "", f"Cycle count: {CYCLE_COUNT_DEFINITION}.", ""]
-    md_path = write_text_atomic(out_dir / "report.md", "\n".join(lines))
-    return md_path, csv_path
+    written = write_set(out_dir, {"report.csv": table.to_csv(index=False), "report.md": "\n".join(lines)}, mkdir=True)
+    return written.path("report.md"), written.path("report.csv")
 
 
 def markdown_table(table: pd.DataFrame) -> str:

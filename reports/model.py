@@ -7,18 +7,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from fsio import write_set
 from hw.accelerator import load_design
 from models.analysis import size_breakdown
 from models.config import load_config
 from models.schemes import get_scheme
+from models.workload import extract_workload
 from sim.energy import ENERGY_MODES, arith_only, area, price_events
-from sim.model import simulate_model
+from sim.model import CapacityError, simulate_model, workload_macs_by_kind
 from sim.tech import get_technology
 
-from .io import write_text_atomic
 from .linear import markdown_table
 
-__all__ = ["model_result", "per_layer_rows", "write_model_report", "PER_LAYER_COLUMNS"]
+__all__ = ["model_result", "resolve_design", "per_layer_rows", "write_model_report", "PER_LAYER_COLUMNS"]
 
 #: Columns of the per-layer table (``model.csv``; stable: other tools read it).
 PER_LAYER_COLUMNS = ["phase", "op", "unit", "executions", "cycles", "cycle_share", "macs", "dram_bytes", "energy_j"]
@@ -43,57 +44,110 @@ def per_layer_rows(run, energy_by_op) -> list[dict]:
     return out
 
 
-def model_result(model, scheme, design, *, seq_len: int = 128, decode_steps: int = 0, tech: str = "45nm",
+def resolve_design(design, scheme) -> tuple[str | object, str]:
+    """The design to run and how it was chosen: ``(design, "")`` when one is given, else the scheme's built-in
+    default (:attr:`models.schemes.Scheme.default_design`) and ``"default for scheme NAME"``."""
+    if design is not None:
+        return design, ""
+    sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    return sch.default_design, f"default for scheme {sch.name.split(':')[0]}"
+
+
+def model_result(model, scheme, design=None, *, seq_len: int = 128, decode_steps: int = 0, tech: str = "45nm",
                  energy: str = "full", stepped: bool = False, per_layer: bool = False,
                  counters: bool = False) -> dict:
     """Simulate ``model`` under ``scheme`` on ``design`` and price it: the JSON-ready result.
 
-    Every input is resolved (and refused with a message naming it) before the run starts.
+    Every input is resolved (and refused with a message naming it) before the run starts. ``design=None`` runs
+    the scheme's default design (``design_source`` in the result says so). With ``energy="arith-only"`` a design
+    whose buffers are too small for some op's tiles is not refused: the arithmetic-only energy counts the
+    workload's operations, so the run is priced untimed (``timed`` false, the cycle figures null, the reason in
+    ``untimed_reason``).
     """
     cfg = load_config(model)
     sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    design, design_source = resolve_design(design, sch)
     acc = load_design(design)
     node = get_technology(tech)
     if energy not in ENERGY_MODES:
         raise ValueError(f"unknown energy mode {energy!r}; use one of {', '.join(ENERGY_MODES)}")
     start = time.perf_counter()
-    run = simulate_model(cfg, sch, acc, seq_len=seq_len, decode_steps=decode_steps, stepped=stepped)
+    wl = extract_workload(cfg, sch, seq_len=seq_len, decode_steps=decode_steps)
+    run, untimed = None, ""
+    try:
+        run = simulate_model(cfg, sch, acc, seq_len=seq_len, decode_steps=decode_steps, stepped=stepped, workload=wl)
+    except ValueError as exc:
+        if isinstance(exc, CapacityError) and energy == "arith-only":
+            untimed = str(exc)                  # counting operations needs no buffer room
+        elif design_source:                     # the user did not pick this design: say which one it was
+            raise type(exc)(f"{exc} (design {acc.name!r} is the {design_source}; choose another with "
+                            "--design)") from None
+        else:
+            raise
     wall = time.perf_counter() - start
-    priced = price_events(run.events(), node, acc) if energy == "full" else arith_only([t.op for t in run.ops], node)
+    if run is None:
+        priced = arith_only(wl.ops, node)
+    else:
+        priced = price_events(run.events(), node, acc) if energy == "full" else arith_only([t.op for t in run.ops],
+                                                                                              node)
     result = {
-        "model": cfg.name, "scheme": sch.name, "design": acc.name, "seq_len": seq_len,
+        "model": cfg.name, "scheme": sch.name, "design": acc.name, "design_source": design_source or "given",
+        "seq_len": seq_len,
         "decode_steps": decode_steps, "clock_mhz": acc.clock_mhz, "mode": "stepped" if stepped else "fast",
-        "cycles": run.cycles, "latency_s": run.latency_s,
-        "prefill_cycles": run.phase_cycles("prefill"), "decode_cycles": run.phase_cycles("decode"),
+        "timed": run is not None,
+        "cycles": None, "latency_s": None, "prefill_cycles": None, "decode_cycles": None,
         "energy_j": priced.to_dict(),
-        "ops_by_kind": run.macs_by_kind(),
+        "ops_by_kind": workload_macs_by_kind(wl.ops) if run is None else run.macs_by_kind(),
         "area": area(acc, node),
         "model_size_bytes": size_breakdown(cfg, sch)["model_size_bytes"],
-        "weights_resident": run.weights_resident,
-        "utilisation": run.utilisation,
-        "dram_bytes": sum(t.dram_bytes * t.executions for t in run.ops),
+        "weights_resident": None, "utilisation": None, "dram_bytes": None,
         "wall_seconds": wall,
     }
+    if run is not None:
+        result.update(cycles=run.cycles, latency_s=run.latency_s, prefill_cycles=run.phase_cycles("prefill"),
+                      decode_cycles=run.phase_cycles("decode"), weights_resident=run.weights_resident,
+                      utilisation=run.utilisation, dram_bytes=sum(t.dram_bytes * t.executions for t in run.ops))
+    if untimed:
+        result["untimed_reason"] = untimed
     if per_layer:
-        if energy == "full":
-            per_op = [price_events(Counter({k: v * t.executions for k, v in t.events.items()}), node, acc).total()
-                      for t in run.ops]
+        if run is None:
+            result["per_layer"] = _untimed_rows(wl.ops, acc, node)
         else:
-            per_op = [arith_only([t.op], node).total() for t in run.ops]
-        result["per_layer"] = per_layer_rows(run, per_op)
+            if energy == "full":
+                per_op = [price_events(Counter({k: v * t.executions for k, v in t.events.items()}), node,
+                                       acc).total() for t in run.ops]
+            else:
+                per_op = [arith_only([t.op], node).total() for t in run.ops]
+            result["per_layer"] = per_layer_rows(run, per_op)
     if not counters:
         result["energy_j"].pop("counters")
     return result
 
 
+def _untimed_rows(ops, acc, node) -> list[dict]:
+    """The per-layer rows of an untimed arith-only run: the columns of :func:`per_layer_rows`, timing ones null."""
+    rows: dict[tuple, dict] = {}
+    for o in ops:
+        unit = acc.engine_for(o.unit, op=o.name).unit if o.kind == "matmul" else o.kind
+        row = rows.setdefault((o.phase, o.name), {"phase": o.phase, "op": o.name, "unit": unit, "executions": 0,
+                                                  "cycles": None, "cycle_share": None, "macs": 0,
+                                                  "dram_bytes": None, "energy_j": 0.0})
+        row["executions"] += o.layers
+        row["macs"] += sum(workload_macs_by_kind([o]).values())
+        row["energy_j"] += arith_only([o], node).total()
+    return list(rows.values())
+
+
 def write_model_report(out_dir: Path, result: dict, *, stem: str = "model") -> tuple[Path, Path, Path]:
-    """Write ``{stem}.md`` (summary and per-layer table), ``{stem}.csv`` (per-layer) and ``{stem}.json``."""
+    """Write ``{stem}.md`` (summary and per-layer table), ``{stem}.csv`` (per-layer) and ``{stem}.json``.
+
+    The three are one :func:`fsio.write_set`: a reader using :func:`fsio.read_set` never sees files of two
+    different runs together, and the JSON's ``"set_id"`` and the Markdown's last line tell a plain reader.
+    """
     if "per_layer" not in result:
         raise ValueError("write_model_report needs a result made with per_layer=True")
     out_dir = Path(out_dir)
     table = pd.DataFrame(result["per_layer"], columns=PER_LAYER_COLUMNS)
-    csv_path = write_text_atomic(out_dir / f"{stem}.csv", table.to_csv(index=False))
-    json_path = write_text_atomic(out_dir / f"{stem}.json", json.dumps(result, indent=2))
     e, a = result["energy_j"], result["area"]
     steps = f" + {result['decode_steps']} decode steps" if result["decode_steps"] else ""
     lines = [
@@ -124,5 +178,7 @@ def write_model_report(out_dir: Path, result: dict, *, stem: str = "model") -> t
         markdown_table(table),
         "",
     ]
-    md_path = write_text_atomic(out_dir / f"{stem}.md", "\n".join(lines))
-    return md_path, csv_path, json_path
+    # The Markdown, the page people open, is replaced last.
+    written = write_set(out_dir, {f"{stem}.csv": table.to_csv(index=False), f"{stem}.json": result,
+                                  f"{stem}.md": "\n".join(lines)}, mkdir=True)
+    return written.path(f"{stem}.md"), written.path(f"{stem}.csv"), written.path(f"{stem}.json")

@@ -2,8 +2,8 @@
 where the level has a clock, the cycle count), so one assertion compares them all.
 
 Levels: ``reference`` (expected values from models/, built by the vector suite), ``sim`` (Numba stepped model),
-``amaranth`` (the generated component in Amaranth's simulator), ``cocotb`` (the exported Verilog in Icarus,
-driven from its manifest only).
+``amaranth`` (the generated component in Amaranth's simulator), ``cocotb/verilator`` and ``cocotb/icarus`` (the
+exported Verilog in Verilator or Icarus, driven from its manifest only).
 """
 
 from dataclasses import dataclass
@@ -15,6 +15,7 @@ from hw.contract import Traffic
 from hw.params import EngineParams
 from sim.engine import simulate
 
+from .simulators import DEFAULT_SIMULATOR
 from .streams import StreamJob, run_amaranth, run_cocotb
 
 __all__ = ["LevelResult", "sim_level", "amaranth_level", "cocotb_level", "stream_job", "collect_fields",
@@ -74,14 +75,15 @@ def amaranth_level(params, weights, acts, traffics: list[Traffic], *, component=
 
 
 def cocotb_level(params, weights, acts, traffics: list[Traffic], *, work_dir: Path, component=None,
-                 alpha=None) -> list[LevelResult]:
-    """Export the Verilog + manifest into ``work_dir`` and run every traffic in one Icarus launch."""
+                 alpha=None, simulator: str = DEFAULT_SIMULATOR) -> list[LevelResult]:
+    """Export the Verilog + manifest into ``work_dir`` and run every traffic in one launch of ``simulator``
+    (its model built once per Verilog and cached)."""
     from hw.export import write_unit
 
     exported = write_unit(params, Path(work_dir), component=component)
     jobs = [stream_job(params, weights, acts, t, alpha) for t in traffics]
-    runs = run_cocotb(exported.manifest_path, jobs, build_dir=Path(work_dir) / "sim_build")
-    return [LevelResult("cocotb", collect_fields(params, r, weights, acts), r.cycles) for r in runs]
+    runs = run_cocotb(exported.manifest_path, jobs, simulator=simulator, work_dir=Path(work_dir) / "run")
+    return [LevelResult(f"cocotb/{simulator}", collect_fields(params, r, weights, acts), r.cycles) for r in runs]
 
 
 def assert_same_fields(expected: dict[str, np.ndarray], got: LevelResult, labels: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Drive a one-stream-in, one-stream-out unit in Amaranth's simulator or in Icarus under cocotb.
+"""Drive a one-stream-in, one-stream-out unit in Amaranth's simulator, or in Verilator or Icarus under cocotb.
 
 Both drivers follow ``hw.contract``: the same :class:`~hw.contract.Traffic`, the same cycle numbering,
 and the same packed payloads (byte rows laid out by the unit's manifest). Each returns
@@ -17,14 +17,11 @@ import numpy as np
 from hw.contract import Traffic, measured_cycles
 from hw.layout import PayloadLayout
 
-__all__ = ["StreamJob", "StreamRun", "run_amaranth", "run_cocotb", "max_cycles_for", "IcarusMissing",
-           "check_icarus"]
+from .simulators import DEFAULT_SIMULATOR, build_model, check_simulator, run_test
+
+__all__ = ["StreamJob", "StreamRun", "run_amaranth", "run_cocotb", "max_cycles_for"]
 
 BENCH_MODULE = "rtl_tests.cocotb_stream_bench"
-
-
-class IcarusMissing(RuntimeError):
-    """Icarus Verilog is not installed."""
 
 
 @dataclass(frozen=True)
@@ -116,25 +113,16 @@ def run_amaranth(component, jobs: list[StreamJob], *, in_stream: str, out_stream
     return runs
 
 
-def check_icarus() -> None:
-    """Raise :class:`IcarusMissing` with the install command unless iverilog and vvp are on PATH."""
-    missing = [tool for tool in ("iverilog", "vvp") if shutil.which(tool) is None]
-    if missing:
-        raise IcarusMissing(f"{' and '.join(missing)} not found on PATH: install Icarus Verilog "
-                            "(Debian/Ubuntu: sudo apt-get install iverilog) or run ./run.sh, which does")
+def run_cocotb(manifest_path: Path, jobs: list[StreamJob], *, simulator: str = DEFAULT_SIMULATOR,
+               work_dir: Path | None = None, cache_dir: Path | None = None, log=None) -> list[StreamRun]:
+    """Run all jobs in one simulator launch, using only what the unit's manifest says.
 
-
-def run_cocotb(manifest_path: Path, jobs: list[StreamJob], *, build_dir: Path | None = None,
-               keep: bool = False) -> list[StreamRun]:
-    """Run all jobs in one Icarus launch, using only what the unit's manifest says.
-
-    ``manifest_path`` is the JSON written next to the Verilog by ``hw.export``; the Verilog file it names
-    is compiled once per ``build_dir`` (recompiled when it changes).
+    ``manifest_path`` is the JSON written next to the Verilog by ``hw.export``; the model of the Verilog it names
+    is built once and cached (:func:`rtl_tests.simulators.build_model`), so further calls with the same Verilog
+    only run. ``work_dir`` keeps the stimulus, results and simulator log (a temporary folder otherwise);
+    ``log`` hears one line when a model has to be built.
     """
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
-
-    check_icarus()
+    check_simulator(simulator)
     manifest_path = Path(manifest_path).resolve()
     manifest = json.loads(manifest_path.read_text())
     verilog = manifest_path.parent / manifest["verilog"]
@@ -144,30 +132,27 @@ def run_cocotb(manifest_path: Path, jobs: list[StreamJob], *, build_dir: Path | 
     in_layout = PayloadLayout.from_dict(manifest["streams"]["in"]["payload"])
     out_layout = PayloadLayout.from_dict(manifest["streams"]["out"]["payload"])
     latency = int(manifest["contract"]["latency_cycles"])
+    for i, job in enumerate(jobs):
+        if job.operands.shape[1:] != (in_layout.nbytes,):
+            raise ValueError(f"job {i}: operand rows are {job.operands.shape[1:]} bytes wide, the manifest "
+                             f"says {in_layout.nbytes}")
 
-    own_dir = build_dir is None
-    build_dir = Path(tempfile.mkdtemp(prefix="lowbit-cocotb-")) if own_dir else Path(build_dir)
-    build_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(simulator, verilog, top, cache_dir=cache_dir, log=log)
+    own_dir = work_dir is None
+    run_dir = Path(tempfile.mkdtemp(prefix="lowbit-cocotb-")) if own_dir else Path(work_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     try:
         stim = {"in_stream": in_stream, "out_stream": out_stream, "result_nbytes": out_layout.nbytes,
                 "n_runs": len(jobs)}
         for i, job in enumerate(jobs):
-            if job.operands.shape[1:] != (in_layout.nbytes,):
-                raise ValueError(f"job {i}: operand rows are {job.operands.shape[1:]} bytes wide, the manifest "
-                                 f"says {in_layout.nbytes}")
             stim.update({f"run{i}_operands": job.operands, f"run{i}_offer": job.traffic.offer,
                          f"run{i}_ready": job.traffic.ready, f"run{i}_n_results": job.n_results,
                          f"run{i}_max_cycles": max_cycles_for(job, latency)})
-        stim_path = build_dir / "stimulus.npz"
-        result_path = build_dir / "result.npz"
+        stim_path = run_dir / "stimulus.npz"
+        result_path = run_dir / "result.npz"
         np.savez(stim_path, **stim)
         if result_path.exists():
             result_path.unlink()
-
-        runner = get_runner("icarus")
-        log = build_dir / "cocotb.log"
-        runner.build(sources=[verilog], hdl_toplevel=top, build_dir=build_dir, timescale=("1ns", "1ps"),
-                     always=False, log_file=build_dir / "build.log")
         env = {
             "LOWBIT_STIMULUS": str(stim_path),
             "LOWBIT_RESULT": str(result_path),
@@ -175,19 +160,16 @@ def run_cocotb(manifest_path: Path, jobs: list[StreamJob], *, build_dir: Path | 
             "COCOTB_REWRITE_ASSERTION_FILES": "cocotb_*.py",
             "PYTHONWARNINGS": "error::DeprecationWarning",
         }
-        try:
-            xml = runner.test(hdl_toplevel=top, test_module=BENCH_MODULE, build_dir=build_dir,
-                              extra_env=env, test_dir=build_dir, log_file=log)
-            n_tests, n_failed = get_results(Path(xml))
-        except SystemExit:       # what runner.test does on failure when it runs under pytest
-            n_tests, n_failed = 1, 1
+        n_tests, n_failed = run_test(model, BENCH_MODULE, test_dir=run_dir, extra_env=env)
         if n_tests != 1 or n_failed or not result_path.exists():
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else "(no log)"
-            raise AssertionError(f"the cocotb bench on {top} failed ({n_failed} of {n_tests} tests); "
-                                 f"end of {log}:\n{tail}")
+            log_path = run_dir / "sim.log"
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:]) if log_path.exists() \
+                else "(no log)"
+            raise AssertionError(f"the cocotb bench on {top} ({simulator}) failed ({n_failed} of {n_tests} tests); "
+                                 f"end of {log_path}:\n{tail}")
         data = np.load(result_path)
         return [StreamRun(data[f"run{i}_results"], int(data[f"run{i}_first_in"]), int(data[f"run{i}_last_out"]))
                 for i in range(len(jobs))]
     finally:
-        if own_dir and not keep:
-            shutil.rmtree(build_dir, ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)

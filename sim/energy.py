@@ -27,7 +27,7 @@ PJ = 1e-12
 class EnergyLine:
     """One priced counter: ``count`` events of one kind at ``pj_each``, with the source of that unit cost."""
 
-    event: str          #: e.g. "int_add/20", "gate/xnor", "sram_read/weights", "dram_bits"
+    event: str          #: e.g. "int_add/20", "gate/xnor", "reg_bits", "acc_read_bits", "sram_read/weights", "dram_bits"
     category: str       #: arith.add, arith.mul, arith.logic, registers, sram, dram, vector
     count: int
     pj_each: float
@@ -109,6 +109,11 @@ def price_events(events: Counter, tech, design: Accelerator) -> Energy:
             pj, src, cat, name = tech.gate(key[1]), tech.provenance("gate", key[1]), "arith.logic", f"gate/{key[1]}"
         elif kind == "reg_bits":
             pj, src, cat, name = tech.register_bit(), tech.provenance("register_bit"), "registers", "reg_bits"
+        elif kind == "acc_read_bits":           # an OS PE reads its accumulator for each add and to copy it out
+            pj, src = tech.register_read_bit(), tech.provenance("register_read_bit")
+            cat, name = "registers", "acc_read_bits"
+        elif kind == "acc_write_bits":          # ... and writes each sum back
+            pj, src, cat, name = tech.register_bit(), tech.provenance("register_bit"), "registers", "acc_write_bits"
         elif kind in ("sram_read", "sram_write"):
             size = _buffer_bytes(design, key[1])
             method = f"{kind}_bits"

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from hw.params import (BILLM_GROUPS, BinaryBasisParams, EngineParams, Int8MacParams, TernaryMacParams,
                        XnorPopcountParams)
@@ -238,6 +237,8 @@ def prepare_linear(scheme: str, weight, x, *, lanes: int, rows: int, **options):
     ``weight`` is ``[out, in]``, ``x`` is ``[tokens, in]`` (NumPy arrays); ``options`` go to the scheme's
     ``linear_view``. Returns ``(view, engine parameters, jobs)``.
     """
+    import torch     # here, not at the top: reports import this module, and only quantizing needs torch
+
     check_linear(scheme, weight, x, lanes=lanes, rows=rows)
     view = get_scheme(scheme).view(torch.from_numpy(np.ascontiguousarray(weight, np.float32)),
                                    torch.from_numpy(np.ascontiguousarray(x, np.float32)), **options)

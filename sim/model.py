@@ -39,7 +39,8 @@ from models.workload import Op, Workload, extract_workload
 
 from .schedule import feeder_schedule
 
-__all__ = ["OpTiming", "ModelRun", "simulate_model", "time_op", "VECTOR_PASSES", "VECTOR_MIX", "REDUCTIONS"]
+__all__ = ["OpTiming", "ModelRun", "CapacityError", "simulate_model", "time_op", "workload_macs_by_kind",
+           "VECTOR_PASSES", "VECTOR_MIX", "REDUCTIONS"]
 
 #: Passes over the data each vector op needs (a LayerNorm reads once for the statistics, once to normalise).
 VECTOR_PASSES = {"layernorm": 2, "rmsnorm": 2, "softmax": 2}
@@ -52,6 +53,11 @@ VECTOR_MIX = {
     "relu2": (1, 1, 0), "tanh": (0, 0, 1), "rope": (1, 2, 0), "absmax": (2, 0, 0), "sign": (1, 0, 0),
     "bool": (1, 0, 0), "quantize": (1, 1, 0), "rescale": (0, 1, 0),
 }
+
+
+class CapacityError(ValueError):
+    """A buffer too small for an op's weight tile or token block: the op cannot be timed on the design. Only the
+    timing needs the room; the arithmetic-only energy, which counts operations, does not (``reports.model``)."""
 
 
 @dataclass
@@ -118,6 +124,16 @@ class ModelRun:
 
     def phase_cycles(self, phase: str) -> int:
         return sum(t.total_cycles for t in self.ops if t.op.phase == phase)
+
+
+def workload_macs_by_kind(ops) -> dict[str, int]:
+    """The useful MACs :meth:`ModelRun.macs_by_kind` counts, from the workload alone (no timing): QBB's N bases are
+    N MACs a weight, as the stream engine counts them; every other matmul one MAC per multiply-accumulate."""
+    out: dict[str, int] = {}
+    for o in ops:
+        if o.kind == "matmul":
+            out[o.unit] = out.get(o.unit, 0) + o.macs * (o.b_bits if o.weight_layout == "bases" else 1)
+    return out
 
 
 # -- stream engines ------------------------------------------------------------------------------------------
@@ -281,10 +297,7 @@ def _stream_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _Pl
                                                                                w_src.bits_per_cycle))
     tile_w_bytes = ceil_div(rows_total * k * w_bits, 8)
     slots = 2 if design.mapping.double_buffer else 1
-    if not placement.weight_on_chip and tile_w_bytes * slots > w_src.size_bytes:
-        raise ValueError(f"{op.name}: the {w_src.name} buffer ({w_src.size_bytes:,} bytes) cannot hold {slots} "
-                         f"tile(s) of {tile_w_bytes:,} bytes ({rows_total} rows × K={k} × {w_bits} bits); enlarge "
-                         f"buffers.{w_src.name} or use fewer rows")
+    _check_capacity(op, slot, design, placement)
 
     w_load = 0 if placement.weight_on_chip else tile_w_bytes
     if design.mapping.loop_order == "weights-outer" or m == 1:
@@ -338,10 +351,28 @@ def _token_blocks(op: Op, token_bits: int, act_buf, slots: int) -> list[int]:
     """Token counts of the blocks an op's off-chip activations come in: one buffer slot's worth each."""
     per_token, room = ceil_div(token_bits, 8), act_buf.size_bytes // slots
     if per_token > room:
-        raise ValueError(f"{op.name}: the activations buffer ({act_buf.size_bytes:,} bytes) cannot hold {slots} "
-                         f"block(s) of one token's activations ({per_token:,} bytes); enlarge buffers.activations")
+        raise CapacityError(f"{op.name}: the activations buffer ({act_buf.size_bytes:,} bytes) cannot hold {slots} "
+                            f"block(s) of one token's activations ({per_token:,} bytes); enlarge buffers.activations")
     size = room // per_token
     return [size] * (op.m // size) + ([op.m % size] if op.m % size else [])
+
+
+def _check_capacity(op: Op, slot: EngineSlot, design: Accelerator, placement: "_Placement") -> None:
+    """Refuse (:class:`CapacityError`) a stream-engine matmul whose weight tiles or token blocks do not fit their
+    buffers; called for every matmul before the first op is timed, and again by the timing itself."""
+    p = slot.params
+    if isinstance(p, SystolicArrayParams):
+        return                                  # the closed form streams its operands; no tile to hold
+    rows_total = p.rows * slot.count
+    w_bits, slots = _weight_bits(p), 2 if design.mapping.double_buffer else 1
+    w_src = design.kv_buffer if placement.weight_src == "kv" else design.weight_buffer
+    tile_w_bytes = ceil_div(rows_total * op.k * w_bits, 8)
+    if not placement.weight_on_chip and tile_w_bytes * slots > w_src.size_bytes:
+        raise CapacityError(f"{op.name}: the {w_src.name} buffer ({w_src.size_bytes:,} bytes) cannot hold {slots} "
+                            f"tile(s) of {tile_w_bytes:,} bytes ({rows_total} rows × K={op.k} × {w_bits} bits); "
+                            f"enlarge buffers.{w_src.name} or use fewer rows")
+    if not placement.acts_on_chip and (design.mapping.loop_order == "weights-outer" or op.m == 1):
+        _token_blocks(op, op.k * _act_bits(p), design.activation_buffer, slots)
 
 
 def _acts_fit(op: Op, slot: EngineSlot, design: Accelerator) -> bool:
@@ -434,6 +465,8 @@ def _systolic_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _
     ev[("int_add", p.acc_width)] += run.macs
     ev[("reg_bits",)] += (run.a_reg_writes * p.act_bits + run.b_reg_writes * p.weight_bits
                           + run.psum_reg_writes * p.acc_width)
+    ev[("acc_read_bits",)] += run.acc_reads * p.acc_width         # OS: the PE accumulators' read-modify-writes
+    ev[("acc_write_bits",)] += run.acc_writes * p.acc_width
     ev[("sram_read", "activations")] += run.sram_a_reads * p.act_bits + run.sram_c_reads * p.acc_width
     ev[("sram_read", placement.weight_src)] += run.sram_b_reads * p.weight_bits
     ev[("sram_write", "activations")] += run.sram_c_writes * p.acc_width
@@ -494,6 +527,13 @@ def _kv_footprint(cfg, seq: int, decode: int, fp_bits: int) -> int:
     return 2 * cfg.num_layers * (seq + decode) * cfg.kv_dim * fp_bits // 8
 
 
+def _placement(op: Op, slot: EngineSlot, design: Accelerator, *, weights_on_chip: bool,
+               kv_on_chip: bool) -> _Placement:
+    attention = not op.weight
+    return _Placement("kv" if attention else "weights", kv_on_chip if attention else weights_on_chip,
+                      _acts_fit(op, slot, design))
+
+
 def time_op(op: Op, design: Accelerator, *, weights_on_chip: bool, kv_on_chip: bool, stepped: bool = False,
             seed: int = 0) -> OpTiming:
     """Map one operation onto the design and time it (``stepped`` runs stream matmuls through the kernel)."""
@@ -503,9 +543,7 @@ def time_op(op: Op, design: Accelerator, *, weights_on_chip: bool, kv_on_chip: b
         return _memory_timing(op, design, kv_on_chip)
     slot = design.engine_for(op.unit, op=op.name)
     _check_fit(slot, op)
-    attention = not op.weight
-    placement = _Placement("kv" if attention else "weights", kv_on_chip if attention else weights_on_chip,
-                           _acts_fit(op, slot, design))
+    placement = _placement(op, slot, design, weights_on_chip=weights_on_chip, kv_on_chip=kv_on_chip)
     if isinstance(slot.params, SystolicArrayParams):
         return _systolic_timing(op, slot, design, placement)
     return _stream_timing(op, slot, design, placement, stepped=stepped, seed=seed)
@@ -513,21 +551,28 @@ def time_op(op: Op, design: Accelerator, *, weights_on_chip: bool, kv_on_chip: b
 
 def simulate_model(model, scheme, design, *, seq_len: int = 128, decode_steps: int = 0, batch: int = 1,
                    stepped: bool = False, workload: Workload | None = None) -> ModelRun:
-    """Run ``model`` under ``scheme`` on ``design``; every check happens before the first op is timed."""
+    """Run ``model`` under ``scheme`` on ``design``; every check happens before the first op is timed.
+
+    A design that cannot run some op is refused with ``ValueError``; one whose buffers are too small for some
+    op's tiles with its subclass :class:`CapacityError`, raised only after every other check has passed (so a
+    caller that needs no timing, like the arithmetic-only energy, may go on without it).
+    """
     cfg = load_config(model)
     sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
     acc = load_design(design)
     wl = workload or extract_workload(cfg, sch, seq_len=seq_len, decode_steps=decode_steps, batch=batch)
+    matmuls = [(op, acc.engine_for(op.unit, op=op.name)) for op in wl.ops if op.kind == "matmul"]
     # Refuse a design without an engine for some op, or an op it cannot run, before any timing.
-    for op in wl.ops:
-        if op.kind == "matmul":
-            slot = acc.engine_for(op.unit, op=op.name)
-            _check_fit(slot, op)
-            if stepped:
-                _stepped_shape(op, slot, acc)
+    for op, slot in matmuls:
+        _check_fit(slot, op)
+        if stepped:
+            _stepped_shape(op, slot, acc)
     weight_bytes = _weight_footprint(wl.ops, acc)
     resident = acc.mapping.weights == "resident-if-fits" and weight_bytes <= acc.weight_buffer.size_bytes
     kv_on_chip = _kv_footprint(cfg, seq_len, decode_steps, sch.fp_bits) * batch <= acc.kv_buffer.size_bytes
+    # ... and buffers too small for some op's tiles, last (CapacityError), still before any timing
+    for op, slot in matmuls:
+        _check_capacity(op, slot, acc, _placement(op, slot, acc, weights_on_chip=resident, kv_on_chip=kv_on_chip))
     timings = [time_op(op, acc, weights_on_chip=resident, kv_on_chip=kv_on_chip, stepped=stepped) for op in wl.ops]
     if resident:
         # the one-time load of every weight into the buffer, before the first op

@@ -38,7 +38,11 @@ array edge or a neighbour; a streamed operand crosses every PE of its row or col
 hardware; a stationary operand shifted in to row ``i`` is written ``i + 1`` times; an OS output in row ``i`` is
 written ``R - i`` times on its way out); SRAM reads of A and B and writes of C, in elements, as SCALE-Sim counts
 them, plus ``sram_c_reads``: WS/IS partial sums of one reduction fold read back to add the next (SCALE-Sim does
-not count those; it also adds ``R + C`` phantom OFMAP writes per OS fold, which this model does not).
+not count those; it also adds ``R + C`` phantom OFMAP writes per OS fold, which this model does not); and the
+OS accumulator's ``acc_reads`` and ``acc_writes``: every MAC reads the PE's ``acc_width``-bit accumulator and
+writes the sum back, and each finished output is read once more as it is copied into the output chain (ZigZag
+counts its per-PE output register the same way); WS and IS have none (their partial sums move on, as
+``psum_reg_writes``).
 """
 
 from dataclasses import dataclass
@@ -61,7 +65,7 @@ CONVENTIONS = ("scalesim", "paper")
 
 #: Event names of :meth:`SystolicRun.events`, in order.
 EVENTS = ("macs", "a_reg_writes", "b_reg_writes", "psum_reg_writes", "sram_a_reads", "sram_b_reads",
-          "sram_c_writes", "sram_c_reads")
+          "sram_c_writes", "sram_c_reads", "acc_reads", "acc_writes")
 
 #: Largest ``cycles × rows × cols`` (PE-cycles) the stepped mode accepts: about a minute of stepping at the
 #: ~10⁸–4·10⁸ PE-cycles/s the kernels reach.
@@ -93,6 +97,8 @@ class SystolicRun:
     sram_b_reads: int
     sram_c_writes: int
     sram_c_reads: int
+    acc_reads: int           #: OS: accumulator reads in the PEs, one per MAC and one per output leaving; WS/IS: 0
+    acc_writes: int          #: OS: accumulator writes in the PEs, one per MAC; WS/IS: 0
     stepped: bool            #: counted by the stepped kernel rather than the closed form
     product: np.ndarray | None = None   #: ``a @ b`` as computed by the stepped array (int64), else None
 
@@ -179,6 +185,8 @@ def _closed_form(p: SystolicArrayParams, m: int, k: int, n: int, convention: str
             sram_b_reads=rf * t * sc,
             sram_c_writes=m * n,
             sram_c_reads=0,
+            acc_reads=m * k * n + m * n,                  # every MAC, then the copy into the output chain
+            acc_writes=m * k * n,                         # every MAC writes its sum back
         )
         drain_tail = R if convention == "scalesim" else 0
     else:
@@ -197,6 +205,8 @@ def _closed_form(p: SystolicArrayParams, m: int, k: int, n: int, convention: str
             sram_b_reads=b_rd,
             sram_c_writes=rf * t * sc,
             sram_c_reads=(rf - 1) * t * sc,
+            acc_reads=0,                                  # a partial sum moves on: psum_reg_writes
+            acc_writes=0,
         )
         drain_tail = 0
     return dict(sr=sr, sc=sc, t=t, row_folds=rf, col_folds=cf, cycles_per_fold=per_fold,
@@ -233,7 +243,8 @@ def _stepped(p: SystolicArrayParams, a: np.ndarray, b: np.ndarray, convention: s
     ev = dict(cycles=int(timing[0]), drain_tail=int(timing[1]), macs=int(counts[kernel.MACS]),
               a_reg_writes=int(a_reg), b_reg_writes=int(b_reg), psum_reg_writes=int(counts[kernel.PSUM_REG]),
               sram_a_reads=int(a_rd), sram_b_reads=int(b_rd), sram_c_writes=int(counts[kernel.SRAM_OUT_WRITE]),
-              sram_c_reads=int(counts[kernel.SRAM_OUT_READ]))
+              sram_c_reads=int(counts[kernel.SRAM_OUT_READ]), acc_reads=int(counts[kernel.ACC_READ]),
+              acc_writes=int(counts[kernel.ACC_WRITE]))
     return ev, product
 
 

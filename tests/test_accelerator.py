@@ -75,10 +75,13 @@ def _with(path, value):
 
 
 @pytest.mark.parametrize("path,value,message", [
-    (("dram", "bandwidth_gbps"), 0, "dram.bandwidth_gbps must be > 0, not 0"),
-    (("clock_mhz",), -5, "clock_mhz must be > 0, not -5"),
-    (("dram", "pj_per_bit"), float("nan"), "dram.pj_per_bit must be finite, not nan"),
-    (("dram", "bandwidth_gbps"), float("inf"), "dram.bandwidth_gbps must be finite, not inf"),
+    (("dram", "bandwidth_gbps"), 0, "dram.bandwidth_gbps must be a number in [1e-06, 1e+06] GB/s, not 0"),
+    (("clock_mhz",), -5, "clock_mhz must be a number in [0.001, 100000] MHz (1 kHz to 100 GHz), not -5"),
+    (("dram", "pj_per_bit"), float("nan"), "dram.pj_per_bit must be a number in [0.001, 10000] pJ/bit, not nan"),
+    (("dram", "bandwidth_gbps"), float("inf"), "dram.bandwidth_gbps must be a number in [1e-06, 1e+06] GB/s, not inf"),
+    # the bounds themselves are physically sensible designs
+    (("clock_mhz",), 1e-3 / 2, "clock_mhz must be a number in [0.001, 100000]"),
+    (("clock_mhz",), 100001, "clock_mhz must be a number in [0.001, 100000]"),
     (("buffers", "weights", "banks"), 0, "buffers.weights.banks must be in [1, 4096], not 0"),
     (("buffers", "kv"), KeyError, "missing buffers.kv"),
     (("buffers", "weights", "colour"), 3, "buffers.weights: unknown field(s) ['colour']"),

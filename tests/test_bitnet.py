@@ -19,6 +19,38 @@ def test_activation_ties_round_half_to_even():
     assert q.codes.dtype == torch.int8
 
 
+def test_activation_ties_after_a_non_unit_scale_round_half_to_even():
+    # Ties that appear only after scaling (issue 9 item 7: a half-up rounding must fail here). Token 0:
+    # max|x| = 254, s = 127/254 = 0.5 exactly, so the odd integers land on k + 0.5. Token 1: max|x| = 63.5,
+    # s = 127/63.5 = 2 exactly, so quarters land on k + 0.5. Every product is exact in float32.
+    x = torch.tensor([[254.0, 1.0, -1.0, 3.0, -3.0, 5.0, -5.0, 7.0, -7.0, 251.0, -253.0],
+                      [-63.5, 0.25, -0.25, 0.75, -0.75, 1.25, -1.25, 1.75, -1.75, 62.75, -63.25]])
+    q = bitnet.quantize_activations(x)
+    assert q.s[:, 0].tolist() == [0.5, 2.0]
+    # x·s:        ±127, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 3.5, -3.5, 125.5, -126.5
+    # half-even:  ±127, 0,   0,    2,   -2,   2,   -2,   4,   -4,   126,   -126
+    # (half-up would give 1, 0, 2, -1, 3, -2, 4, -3, 126, -126; half-away 1, -1, 2, -2, 3, -3, 4, -4, 126, -127)
+    assert q.codes.tolist() == [[127, 0, 0, 2, -2, 2, -2, 4, -4, 126, -126],
+                                [-127, 0, 0, 2, -2, 2, -2, 4, -4, 126, -126]]
+    # the float reference multiplies exactly these codes back: codes / s
+    np.testing.assert_array_equal(q.dequantized().numpy(), (q.codes.double() / q.s.double()).numpy())
+
+
+def test_paper_and_v1_activation_ties_round_half_to_even():
+    # The paper variant scales by Q_b = 128: max|x| = 256 gives s = 0.5, so odd integers land on k + 0.5.
+    x = torch.tensor([[256.0, 1.0, -3.0, 5.0, -7.0, 251.0, -255.0]])
+    q = bitnet.quantize_activations(x, variant="paper")
+    assert q.s.item() == 0.5
+    # x·s = 128, 0.5, -1.5, 2.5, -3.5, 125.5, -127.5 → 128 clamps to 127; -127.5 → -128 (even) still fits
+    assert q.codes.tolist() == [[127, 0, -2, 2, -4, 126, -128]]
+    # BitNet v1 (Q_b = 128, clipped to ±127): max|x| = 64 gives s = 2, so quarters land on k + 0.5
+    x1 = torch.tensor([[64.0, 0.25, -0.75, 1.25, -1.75, 62.75, -0.25]])
+    q1 = bitnet.quantize_activations_v1(x1)
+    assert q1.s.item() == 2.0
+    # x·s = 128, 0.5, -1.5, 2.5, -3.5, 125.5, -0.5 → [127 (clip), 0, -2, 2, -4, 126, 0]
+    assert q1.codes.tolist() == [[127, 0, -2, 2, -4, 126, 0]]
+
+
 def test_activation_scale_is_per_token():
     x = torch.tensor([[1.0, -0.5], [10.0, 2.5], [0.0, 0.0]])
     q = bitnet.quantize_activations(x)

@@ -6,9 +6,11 @@ import itertools
 import numpy as np
 import pytest
 
+from hw.contract import Traffic
 from hw.layout import PayloadLayout
-from hw.params import TernaryMacParams, params_for_unit
+from hw.params import BinaryBasisParams, TernaryMacParams, XnorPopcountParams, params_for_unit
 from hw.rtl import amaranth_layout
+from sim.engine import simulate
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -145,3 +147,76 @@ def test_unit_lookup():
         params_for_unit("ternary")
     with pytest.raises(ValueError, match="unit 'fp-vector' has no generator; available: ternary-mac"):
         params_for_unit("fp-vector")
+
+
+# -- the cycle formula against hand-counted cycles and the RTL's measured count -------------------------------------
+#
+# Counting rule (hw/contract.py: cycles = last output handshake - first input handshake + 1). At full throughput the
+# source offers a beat every cycle and the sink is always ready, so beat b hands off in cycle b (b = 0 … B-1). A beat
+# then crosses one register per cycle: the operand register, the pre-stages (zero_skip's gated terms, the LUT
+# build), the registered tree levels, the final-totals register (it takes the accumulator's total on a `last`
+# beat), the scale stage where there is one, and the result register, whose valid output hands off in the cycle it
+# holds the result. The last beat (b = B-1) therefore leaves in cycle (B-1) + stages, and
+# cycles = (B-1) + stages - 0 + 1 = B + stages. Every number below is counted from the parameters, not taken from
+# hw/params.py.
+#
+# (name, params, M, K, tokens, beats B, registers crossed, cycles)
+CYCLE_CASES = [
+    # 1 row block, 1 token, 1 chunk: B = 1; operand + final totals + result = 3 registers (tree unregistered)
+    ("ternary-one-beat", TernaryMacParams(lanes=4, rows=2, max_k=8, tree_stages=0), 1, 1, 1, 1, 3, 4),
+    # M = 3 over 2 rows: 2 row blocks (rows 0-1; row 2 + a padded row); K = 5 over 4 lanes: 2 chunks (4 + 1 valid
+    # lanes); 2 tokens: B = 2 · 2 · 2 = 8. No tree register: operand, final totals, result = 3. 8 + 3 = 11.
+    ("ternary-flat", TernaryMacParams(lanes=4, rows=2, max_k=8, tree_stages=0), 3, 5, 2, 8, 3, 11),
+    # Same problem, every tree level registered: the 4-term main tree (pairs) and the 4-term negation popcount
+    # (triples) are both 2 levels deep, so 2 tree registers: 1 + 2 + 1 + 1 = 5. 8 + 5 = 13.
+    ("ternary-full-tree", TernaryMacParams(lanes=4, rows=2, max_k=8, tree_stages=2), 3, 5, 2, 8, 5, 13),
+    # zero_skip adds the gated-term register before a 1-stage tree: 1 + 1 + 1 + 1 + 1 = 5. 8 + 5 = 13.
+    ("ternary-zero-skip", TernaryMacParams(lanes=4, rows=2, max_k=8, tree_stages=1, zero_skip=True), 3, 5, 2, 8, 5,
+     13),
+    # XNOR, 8 lanes: K = 10 is 2 chunks (8 + 2); 2 row blocks, 2 tokens: B = 8. The popcount tree adds triples:
+    # 8 bits → 3 → 1, 2 levels, one of them registered: 1 + 1 + 1 + 1 = 4. 8 + 4 = 12.
+    ("xnor-one-stage", XnorPopcountParams(lanes=8, rows=2, max_k=16, tree_stages=1), 3, 10, 2, 8, 4, 12),
+    # binary-basis with a LUT of μ = 4: 8 lanes make 2 LUT terms per tree (1 level, registered); the LUT build is a
+    # pre-stage: operand, LUT, tree, final totals, result = 5. K = 10: 2 chunks; B = 8. 8 + 5 = 13.
+    ("binary-basis-lut", BinaryBasisParams(lanes=8, rows=2, max_k=16, n_bases=2, lut_group=4), 3, 10, 2, 8, 5, 13),
+    # binary-basis with 4-bit scales: the scale stage sits between the final totals and the result register;
+    # tree unregistered: operand, final totals, scale, result = 4. M = 3, K = 5 over 4 lanes, 2 tokens: B = 8.
+    # 8 + 4 = 12.
+    ("binary-basis-scaled", BinaryBasisParams(lanes=4, rows=2, max_k=8, n_bases=2, scale_bits=4, tree_stages=0),
+     3, 5, 2, 8, 4, 12),
+]
+
+
+def _cycle_operands(p, m, k, tokens, seed=0):
+    """Operands in each unit's value set; the values do not change the count at full throughput."""
+    rng = np.random.default_rng(seed)
+    if isinstance(p, XnorPopcountParams):
+        return rng.choice([-1, 1], (m, k)), rng.choice([-1, 1], (tokens, k)), None
+    acts = rng.integers(-128, 128, (tokens, k))
+    if isinstance(p, BinaryBasisParams):
+        alpha = rng.integers(-8, 8, (p.n_bases, m)) if p.scale_bits else None
+        return rng.choice([-1, 1], (p.n_bases, m, k)), acts, alpha
+    return rng.integers(-1, 2, (m, k)), acts, None
+
+
+@pytest.mark.parametrize("name,p,m,k,tokens,beats,stages,cycles", CYCLE_CASES, ids=[c[0] for c in CYCLE_CASES])
+def test_cycle_formula_equals_hand_count(name, p, m, k, tokens, beats, stages, cycles):
+    assert p.n_beats(m, k, tokens) == beats
+    assert p.latency == stages
+    assert p.cycles(m, k, tokens) == cycles
+
+
+@pytest.mark.parametrize("name,p,m,k,tokens,beats,stages,cycles", CYCLE_CASES, ids=[c[0] for c in CYCLE_CASES])
+def test_cycle_formula_equals_simulator_and_rtl(name, p, m, k, tokens, beats, stages, cycles):
+    # The stepped model and the generated RTL (Amaranth's simulator) are measured, not computed from the formula:
+    # a formula off by one, in the count or in any unit's stage count, disagrees with the RTL here.
+    from rtl_tests.levels import amaranth_level
+
+    w, x, alpha = _cycle_operands(p, m, k, tokens)
+    sim = simulate(p, w, x, alpha=alpha)
+    [rtl] = amaranth_level(p, w, x, [Traffic.full()], alpha=alpha)
+    assert (sim.first_input_cycle, sim.last_output_cycle) == (0, cycles - 1)
+    assert sim.cycles == rtl.cycles == cycles
+    assert p.cycles(m, k, tokens) == rtl.cycles
+    for field_name, value in sim.results.items():
+        np.testing.assert_array_equal(rtl.fields[field_name], value)

@@ -395,3 +395,119 @@ def test_activations_that_do_not_fit_stream_in_token_blocks():
     with pytest.raises(ValueError, match=r"probe: the activations buffer \(64 bytes\) cannot hold 2 block\(s\) "
                                          r"of one token's activations \(64 bytes\)"):
         time_op(op, _token_block_design(64), weights_on_chip=False, kv_on_chip=True)
+
+
+# -- default designs and arith-only without buffer room (issue 9, item 4) -----------------------------------------
+
+@pytest.mark.parametrize("scheme", ["fp32", "fp16", "int8", "bibert", "ternarybert", "bitnet-v1", "bitnet-b1.58",
+                                    "billm", "qbb"])
+def test_every_scheme_runs_on_its_default_design(capsys, scheme):
+    from hw.accelerator import BUILTIN_DESIGNS
+    from models.schemes import SCHEMES
+    want = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "bibert": "xnor", "ternarybert": "ternary",
+            "bitnet-v1": "ternary", "bitnet-b1.58": "ternary", "billm": "billm", "qbb": "binary-basis"}[scheme]
+    assert set(SCHEMES) == {"fp32", "fp16", "int8", "bibert", "ternarybert", "bitnet-v1", "bitnet-b1.58", "billm",
+                            "qbb"}, "a new scheme needs a default design and a row here"
+    assert SCHEMES[scheme].default_design == want and want in BUILTIN_DESIGNS
+    code, out, err = _run_cli(["simulate", "model", "--model", "bert-base", "--scheme", scheme, "--seq", 16, "--json"],
+                              capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert (r["design"], r["design_source"], r["timed"]) == (want, f"default for scheme {scheme}", True)
+    assert r["ops_by_kind"][SCHEMES[scheme].linear_unit.value] > 0          # the linears ran on the scheme's engine
+    code, out, err = _run_cli(["simulate", "model", "--model", "bert-base", "--scheme", scheme, "--seq", 16], capsys)
+    assert code == 0 and out.startswith(f"design: {want} (default for scheme {scheme})\n"), err
+
+
+def test_a_given_design_is_marked_given_and_a_failing_default_is_named(capsys):
+    code, out, err = _run_cli(["simulate", "model", "--model", "bert-base", "--scheme", "int8", "--design", "int8",
+                               "--seq", 16, "--json"], capsys)
+    assert code == 0 and json.loads(out)["design_source"] == "given"
+    code, out, err = _run_cli(["simulate", "model", "--model", "llama-7b", "--scheme", "bibert", "--seq", 16], capsys)
+    assert code == 2 and "(design 'xnor' is the default for scheme bibert; choose another with --design)" in err
+
+
+def test_report_model_names_its_default_design(tmp_path, capsys):
+    code, out, err = _run_cli(["report", "model", "--model", "minilm-l6", "--scheme", "qbb", "--seq", 16, "-o",
+                               tmp_path], capsys)
+    assert code == 0, err
+    assert out.startswith("design: binary-basis (default for scheme qbb)\n")
+    summary = json.loads((tmp_path / "model.json").read_text())
+    assert (summary["design"], summary["design_source"]) == ("binary-basis", "default for scheme qbb")
+    assert "'binary-basis'" in (tmp_path / "model.md").read_text().splitlines()[0]
+
+
+SMALL_FP32 = """name = "small-fp32"
+clock_mhz = 100
+[[engines]]
+unit = "fp-mac"
+lanes = 4
+rows = 4
+fp_bits = 32
+[buffers.weights]
+size_kib = 1
+word_bits = 32
+[buffers.activations]
+size_kib = 16
+word_bits = 32
+[buffers.kv]
+size_kib = 64
+word_bits = 32
+[dram]
+bandwidth_gbps = 0.4
+[vector]
+lanes = 4
+fp_bits = 32
+"""
+
+
+def test_arith_only_counts_operations_on_buffers_too_small_to_time(tmp_path, capsys):
+    cfg, design = tmp_path / "tiny.json", tmp_path / "small.toml"
+    cfg.write_text(json.dumps(TINY_BERT))
+    design.write_text(SMALL_FP32)
+    argv = ["simulate", "model", "--model", cfg, "--scheme", "fp32", "--design", design, "--seq", 8]
+    # full mode times the ops: FFN down's 4-row tiles of K=64 FP32 weights (1,024 bytes, two for double
+    # buffering) do not fit the 1 KiB weight buffer
+    code, _, err = _run_cli(argv, capsys)
+    assert code == 2 and "layer.ffn.down: the weights buffer (1,024 bytes) cannot hold 2 tile(s) of 1,024 bytes" in err
+    code, out, err = _run_cli([*argv, "--energy", "arith-only", "--per-layer", "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["timed"] is False and r["cycles"] is None and "layer.ffn.down" in r["untimed_reason"]
+    # by hand, 2 layers of seq 8, hidden 32, 2 heads of 16, FFN 64, plus the pooler on one token:
+    # Q, K, V, O 4·8·32·32 + QKᵀ and A·V 2·2·8·8·16 + FFN 2·8·32·64 = 69,632 a layer; pooler 32·32
+    macs = 2 * (4 * 8 * 32 * 32 + 2 * 2 * 8 * 8 * 16 + 2 * 8 * 32 * 64) + 32 * 32
+    assert macs == 140_288 and r["ops_by_kind"] == {"fp-mac": macs}
+    # each an FP32 multiply (3.7 pJ) and add (0.9 pJ) at 45 nm (Horowitz, ISSCC 2014)
+    assert r["energy_j"]["arith"]["mul"] == pytest.approx(macs * 3.7e-12, rel=1e-12)
+    assert r["energy_j"]["total"] == pytest.approx(6.453248e-07, rel=1e-12)
+    assert sum(row["energy_j"] for row in r["per_layer"]) == pytest.approx(r["energy_j"]["total"], rel=1e-12)
+    assert all(row["cycles"] is None for row in r["per_layer"])
+    code, out, err = _run_cli([*argv, "--energy", "arith-only"], capsys)
+    assert code == 0 and "not timed (layer.ffn.down: the weights buffer" in out and "6.453e-07 J" in out
+
+
+def test_arith_only_on_the_default_design_of_a_model_too_big_for_it(capsys):
+    # FP32 LLaMA-7B's FFN tiles (32 rows × K=11008 × 32 bits) do not fit the fp32 design's 2 MiB weight buffer
+    argv = ["simulate", "model", "--model", "llama-7b", "--scheme", "fp32", "--seq", 16]
+    code, _, err = _run_cli(argv, capsys)
+    assert code == 2 and "cannot hold 2 tile(s)" in err and "default for scheme fp32" in err
+    code, out, err = _run_cli([*argv, "--energy", "arith-only", "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    # 32 layers of Q, K, V, O (4·16·4096²), gate, up, down (3·16·4096·11008) and 32 heads of QKᵀ and A·V
+    # (2·32·16·16·128), the LM head on the last token (4096·32000); an FP32 multiply and add each, 4.6 pJ
+    macs = 32 * (4 * 16 * 4096 ** 2 + 3 * 16 * 4096 * 11008 + 2 * 32 * 16 * 16 * 128) + 4096 * 32000
+    assert r["ops_by_kind"] == {"fp-mac": macs} and not r["timed"]
+    assert r["energy_j"]["total"] == pytest.approx(macs * 4.6e-12, rel=1e-12) == pytest.approx(0.477545627648)
+
+
+def test_untimed_mac_counts_are_the_timed_ones():
+    # workload_macs_by_kind (untimed arith-only) and ModelRun.macs_by_kind (timed) count the same MACs,
+    # QBB's bases included
+    from sim.model import workload_macs_by_kind
+    for scheme, design in (("qbb:n_bases=3", "binary-basis"), ("billm", "billm"), ("bibert", "xnor"),
+                           ("int8", "systolic-ws-32")):
+        wl = extract_workload("bert-base", scheme, seq_len=16)
+        run = simulate_model("bert-base", scheme, design, seq_len=16, workload=wl)
+        assert workload_macs_by_kind(wl.ops) == run.macs_by_kind(), scheme

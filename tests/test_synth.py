@@ -3,8 +3,9 @@
 
 Fast tests parse real tool output captured from Yosys 0.70 / nextpnr 0.11.1 (YoWASP builds) and recorded
 here, with the expected numbers read off by hand; the flow's caching and errors run against fake tools.
-The real-tool tests synthesise a tiny ternary MAC (2 lanes, 1 row); only the iCE40 one is in the default
-run (about 8 s with the WebAssembly already compiled, plus about 75 s the very first time).
+The real-tool tests synthesise a tiny ternary MAC (2 lanes, 1 row); only the iCE40 ones are in the default
+run (about 8 s with the WebAssembly already compiled, plus about 75 s the very first time). Two of them race
+two real processes on one cache and damage a real cache entry.
 
 (The first line silences Amaranth's "created but never used" check for components built here, so that a
 constructor refusing its arguments does not leave a warning behind.)
@@ -12,8 +13,13 @@ constructor refusing its arguments does not leave a warning behind.)
 
 import argparse
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
@@ -391,7 +397,7 @@ def test_cache_hit_returns_identical_numbers(fake_tools, tmp_path):
     assert len(fake_tools.calls) == n_calls           # nothing ran
     assert second.cached and not first.cached
     assert {**second.to_dict(), "cached": False} == first.to_dict()
-    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*"))   # atomic writes left nothing
+    assert not list(tmp_path.glob(".*"))   # the atomic writes left no temporary file (.NAME.*.tmp)
 
 
 @pytest.mark.parametrize("change", [
@@ -779,3 +785,127 @@ def test_real_ecp5_unit_that_trips_abc9_is_mapped_with_classic_abc(tmp_path):
                    cache_dir=tmp_path)
     assert "resources and the placed-and-routed wrapper" in r.synth_note
     assert r.luts > 0 and r.ffs > 0 and r.carries > 0 and r.fmax_mhz > 0
+
+
+# -- the cache under concurrency and damage -------------------------------------------------------------------
+
+# Run in a separate process: waits for a start signal, synthesises the tiny unit, prints the result as JSON.
+_SYNTH_WORKER = """
+import json, sys, time
+from pathlib import Path
+import hw.bench_top, hw.export   # imported before the start signal, so both processes start level
+from hw.params import TernaryMacParams
+from hw.synth import synthesize
+cache, go = Path(sys.argv[1]), Path(sys.argv[2])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.002)
+r = synthesize(TernaryMacParams(lanes=2, rows=1, max_k=4), "ice40", fmax=False, transistors=False, cache_dir=cache)
+print(json.dumps(r.to_dict()), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def raced_cache(tmp_path_factory):
+    """Two processes synthesise the same unit into one empty cache at the same instant (real Yosys)."""
+    base = tmp_path_factory.mktemp("race")
+    cache, go = base / "cache", base / "go"
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+    procs = [subprocess.Popen([sys.executable, "-W", "error::DeprecationWarning", "-c", _SYNTH_WORKER, str(cache),
+                               str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    for proc in procs:
+        assert proc.stdout.readline().strip() == "ready", proc.communicate()[1]
+    go.touch()
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        outcomes.append((SynthResult.from_dict(json.loads(out.splitlines()[-1])), err))
+    return cache, outcomes
+
+
+def test_concurrent_synthesis_runs_the_tools_once(raced_cache):
+    cache, outcomes = raced_cache
+    results = [r for r, _ in outcomes]
+    # One process ran the tools; the other waited on the entry's lock and then read that process's result.
+    assert sorted(r.cached for r in results) == [False, True], [err for _, err in outcomes]
+    ran, hit = sorted(results, key=lambda r: r.cached)
+    assert {**hit.to_dict(), "cached": False} == ran.to_dict() and ran.luts > 0
+    [entry] = cache.glob("*.json")
+    assert entry.name == f"{ran.key}.json" and synth._read_entry(entry, ran.key) == ran.to_dict()
+    assert sorted(p.name for p in cache.iterdir()) == [f"{ran.key}.json", f"{ran.key}.lock"]
+
+
+def test_damaged_cache_entry_is_recomputed_with_the_real_tools(raced_cache, tmp_path, capfd):
+    cache, outcomes = raced_cache
+    ran = next(r for r, _ in outcomes if not r.cached)
+    shutil.copytree(cache, tmp_path / "cache")
+    entry = tmp_path / "cache" / f"{ran.key}.json"
+    stored = json.loads(entry.read_text())
+    stored["result"]["luts"] += 1                  # still valid JSON, wrong number: only the hash can tell
+    entry.write_text(json.dumps(stored))
+    p = TernaryMacParams(**TINY)
+    again = synthesize(p, "ice40", fmax=False, transistors=False, cache_dir=tmp_path / "cache")
+    assert not again.cached and again.luts == ran.luts
+    assert "failed its integrity check: its SHA-256 does not match its contents" in capfd.readouterr().err
+    assert synthesize(p, "ice40", fmax=False, transistors=False, cache_dir=tmp_path / "cache").cached   # repaired
+
+
+def _truncate(path, other):
+    path.write_text(path.read_text()[:200])
+
+
+def _edit_result(path, other):
+    entry = json.loads(path.read_text())
+    entry["result"]["ffs"] = 1
+    path.write_text(json.dumps(entry))
+
+
+def _edit_inputs(path, other):
+    entry = json.loads(path.read_text())
+    entry["inputs"]["seed"] = 7
+    path.write_text(json.dumps(entry))
+
+
+def _other_key(path, other):
+    # A sound entry of another unit, under this unit's name.
+    path.write_text(other.read_text())
+
+
+def _older_format(path, other):
+    path.write_text(json.dumps(json.loads(path.read_text())["result"]))
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (_truncate, "not valid JSON"), (_edit_result, "does not match its contents"),
+    (_edit_inputs, "does not match its contents"), (_other_key, "written for other inputs"),
+    (_older_format, "no integrity record"),
+])
+def test_damaged_cache_entry_is_recomputed(fake_tools, tmp_path, capsys, damage, reason):
+    p = TernaryMacParams(**TINY)
+    first = synthesize(p, "xilinx", cache_dir=tmp_path)
+    other = synthesize(TernaryMacParams(lanes=2, rows=1, max_k=5), "xilinx", cache_dir=tmp_path)
+    entry = tmp_path / f"{first.key}.json"
+    damage(entry, tmp_path / f"{other.key}.json")
+    capsys.readouterr()
+    n_calls = len(fake_tools.calls)
+    again = synthesize(p, "xilinx", cache_dir=tmp_path)
+    assert not again.cached and len(fake_tools.calls) > n_calls            # the tools ran again
+    assert {**again.to_dict(), "seconds": 0, "stage_seconds": {}} == {**first.to_dict(), "seconds": 0,
+                                                                        "stage_seconds": {}}
+    err = capsys.readouterr().err
+    assert f"cached result {entry} failed its integrity check" in err and reason in err and "recomputing" in err
+    assert synth._read_entry(entry, first.key) == again.to_dict()          # overwritten with a sound entry
+
+
+def test_damaged_transistor_entry_is_recomputed(fake_tools, tmp_path, capsys):
+    p = TernaryMacParams(**TINY)
+    synthesize(p, "xilinx", cache_dir=tmp_path)
+    [cmos] = tmp_path.glob("cmos-*.json")
+    _edit_result(cmos, None)
+    again = synthesize(p, "ecp5", cache_dir=tmp_path)        # another family: the estimate is looked up again
+    assert again.transistors == 3066 and fake_tools.count("cmos.ys") == 2
+    assert "failed its integrity check" in capsys.readouterr().err

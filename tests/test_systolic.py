@@ -92,6 +92,8 @@ def test_hand_events_os(stepped):
         "sram_b_reads": 8,         # each B element once per row fold: 4 × 2
         "sram_c_writes": 6,        # M·N
         "sram_c_reads": 0,
+        "acc_reads": 18,           # every MAC reads its PE's accumulator (12), each output once more on leaving (6)
+        "acc_writes": 12,          # every MAC writes the sum back
     }
     # 2 folds × (2 + 2 + 2 - 2) = 8 cycles; the last fold's outputs drain R = 2 cycles later
     assert (run.cycles, run.drain_tail) == (8, 2)
@@ -114,6 +116,7 @@ def test_hand_events_stationary(df, stepped):
     assert (ev["sram_a_reads"], ev["sram_b_reads"]) == ((6, 3) if df == "ws" else (3, 6))
     assert ev["sram_c_writes"] == 4            # 2 row folds × 2 outputs
     assert ev["sram_c_reads"] == 2             # the second fold reads the first fold's 2 partial sums back
+    assert ev["acc_reads"] == ev["acc_writes"] == 0     # no accumulator in the PEs: the sums move on
     assert run.cycles == 12                    # 2 folds × (2·2 + 2 + 2 - 2)
 
 
@@ -244,3 +247,72 @@ def test_stepped_size_limit(monkeypatch):
 def test_events_names():
     run = gemm(P(2, 2, "os"), 1, 1, 1)
     assert tuple(run.events()) == EVENTS
+
+
+# -- the output-stationary accumulator, priced -----------------------------------------------------------------
+
+@pytest.mark.parametrize("stepped", [False, True])
+def test_os_accumulator_update_priced_by_hand(stepped):
+    # Issue 9 item 8: an OS PE reads its acc_width-bit accumulator and writes the sum back on every MAC, and reads
+    # it once more when the finished output is copied into the output chain (ZigZag's count of its per-PE output
+    # register: reads to the MAC, writes from it, reads up to the next level). A tiny
+    # GEMM on a 2×2 OS array, priced through the model simulator's event mapping at 45 nm, weights and activations
+    # on chip (so no DRAM), against a figure derived here from the cited unit costs.
+    from collections import Counter
+
+    from hw.accelerator import Accelerator
+    from models.workload import Op
+    from sim.energy import price_events
+    from sim.model import time_op
+    from sim.tech import get_technology
+
+    design = Accelerator.from_dict({
+        "name": "os-2x2", "clock_mhz": 100,
+        "engines": [{"unit": "systolic", "rows": 2, "cols": 2, "dataflow": "os"}],      # acc_width 32
+        # 8 KiB buffers: Horowitz's table point, 10 pJ per 64-bit read → 10/64 = 0.15625 pJ per bit, writes alike
+        "buffers": {name: {"size_bytes": 8192} for name in ("weights", "activations", "kv")},
+        "dram": {"bandwidth_gbps": 1.0}, "vector": {"lanes": 2, "fp_bits": 16}})
+    # [3 × 2]·[2 × 2] (the shape of test_hand_events_os): 12 MACs, row folds over M = [2, 1], one column fold
+    op = Op("gemm", "matmul", "linear", "int8-mac", "prefill", m=3, k=2, n=2, a_bits=8, b_bits=8, acc_bits=32,
+            weight=True)
+    t = time_op(op, design, weights_on_chip=True, kv_on_chip=True)
+    if stepped:      # the same events from the stepped array
+        run = gemm(design.engines[0].params, 3, 2, 2, stepped=True)
+        assert (run.acc_reads, run.acc_writes) == (18, 12)
+    assert (t.events[("acc_read_bits",)], t.events[("acc_write_bits",)]) == (18 * 32, 12 * 32)
+    e = price_events(Counter(t.events), get_technology("45nm"), design)
+    by_event = {line.event: line.joules for line in e.lines}
+    # Accumulator, 0.009 pJ per bit read or written (Aladdin register): reads (12 MACs + 6 outputs) × 32 bits =
+    # 576 bits = 5.184 pJ; writes 12 × 32 = 384 bits = 3.456 pJ; 8.64 pJ in all.
+    assert by_event["acc_read_bits"] == pytest.approx(5.184e-12, rel=1e-12)
+    assert by_event["acc_write_bits"] == pytest.approx(3.456e-12, rel=1e-12)
+    # Everything else, from the event counts of test_hand_events_os:
+    # MACs: 12 × (8×8 multiply 0.2 pJ [Horowitz] + 32-bit add 0.1 pJ [Horowitz]) = 12 × 0.3 = 3.6 pJ
+    # registers: A 12 × 8 bits + B 16 × 8 + output chain 10 × 32 = 96 + 128 + 320 = 544 bits × 0.009 = 4.896 pJ
+    # SRAM reads: A 6 × 8 + B 8 × 8 = 112 bits; writes: C 6 × 32 = 192 bits; 304 bits × 0.15625 = 47.5 pJ
+    arith = 3.6
+    registers = 4.896 + 5.184 + 3.456
+    sram = 47.5
+    assert e.total("arith") == pytest.approx(arith * 1e-12, rel=1e-12)
+    assert e.total("registers") == pytest.approx(registers * 1e-12, rel=1e-12)
+    assert e.total("sram") == pytest.approx(sram * 1e-12, rel=1e-12)
+    assert e.total() == pytest.approx((arith + registers + sram) * 1e-12, rel=1e-12)     # 64.636 pJ
+    # the line says where its unit cost comes from
+    line = next(line for line in e.lines if line.event == "acc_read_bits")
+    assert "Aladdin" in line.source and line.category == "registers"
+
+
+@pytest.mark.parametrize("df", ["ws", "is"])
+def test_stationary_dataflows_have_no_accumulator_line(df):
+    from hw.accelerator import Accelerator
+    from models.workload import Op
+    from sim.model import time_op
+
+    design = Accelerator.from_dict({
+        "name": "2x2", "clock_mhz": 100, "engines": [{"unit": "systolic", "rows": 2, "cols": 2, "dataflow": df}],
+        "buffers": {name: {"size_bytes": 8192} for name in ("weights", "activations", "kv")},
+        "dram": {"bandwidth_gbps": 1.0}, "vector": {"lanes": 2, "fp_bits": 16}})
+    op = Op("gemm", "matmul", "linear", "int8-mac", "prefill", m=3, k=2, n=2, a_bits=8, b_bits=8, acc_bits=32,
+            weight=True)
+    t = time_op(op, design, weights_on_chip=True, kv_on_chip=True)
+    assert t.events[("acc_read_bits",)] == t.events[("acc_write_bits",)] == 0

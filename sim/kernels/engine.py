@@ -14,14 +14,14 @@ tests check both agree.
 """
 
 import numpy as np
-from numba import njit
+from . import cached_njit
 
 #: Status codes returned by :func:`run_engine`.
 OK = 0
 CYCLE_LIMIT = 1
 
 
-@njit(cache=True)
+@cached_njit
 def run_engine(contrib, last, pipe_stages, offer, ready, max_cycles, out_acc, out_beat, counters,
                tile_first, load, slots, ii):
     """Simulate the feeder and the engine clock by clock.

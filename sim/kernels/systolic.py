@@ -23,7 +23,7 @@ constants below.
 """
 
 import numpy as np
-from numba import njit
+from . import cached_njit
 
 #: Status codes.
 OK = 0
@@ -38,10 +38,12 @@ SRAM1_READ = 4       # OS: A reads; stationary engine: streamed-operand reads
 SRAM2_READ = 5       # OS: B reads; stationary engine: stationary-operand reads
 SRAM_OUT_WRITE = 6
 SRAM_OUT_READ = 7    # partial sums read back to add a later reduction fold
-N_EVENTS = 8
+ACC_READ = 8         # OS: a PE reads its accumulator (each MAC, and once more to copy the output out)
+ACC_WRITE = 9        # OS: a PE writes the sum back into its accumulator (each MAC)
+N_EVENTS = 10
 
 
-@njit(cache=True)
+@cached_njit
 def _drain_step(sh, sh_ok, sh_m, sh_n, out, counts):
     """One cycle of the OS output chain: the bottom row goes to SRAM, every other row moves down one PE.
 
@@ -64,7 +66,7 @@ def _drain_step(sh, sh_ok, sh_m, sh_n, out, counts):
     return written
 
 
-@njit(cache=True)
+@cached_njit
 def run_os(a, b, rows, cols, overlap_drain, out, counts, timing):
     """Output-stationary GEMM ``out[M, N] = a[M, K] · b[K, N]`` on a ``rows × cols`` array.
 
@@ -129,6 +131,8 @@ def run_os(a, b, rows, cols, overlap_drain, out, counts, timing):
                         if av_ok and bv_ok:
                             acc[i, j] += av * bv
                             counts[MACS] += 1
+                            counts[ACC_READ] += 1
+                            counts[ACC_WRITE] += 1
                         a_nxt[i, j] = av
                         a_nok[i, j] = av_ok
                         b_nxt[i, j] = bv
@@ -152,6 +156,7 @@ def run_os(a, b, rows, cols, overlap_drain, out, counts, timing):
                     sh_m[i, j] = r0 + i
                     sh_n[i, j] = c0 + j
                     counts[PSUM_REG] += 1
+                    counts[ACC_READ] += 1
             pending = ru * cu
             if not overlap_drain:
                 for _ in range(R):
@@ -166,7 +171,7 @@ def run_os(a, b, rows, cols, overlap_drain, out, counts, timing):
     return OK
 
 
-@njit(cache=True)
+@cached_njit
 def run_stationary(s, w, rows, cols, out, counts, timing):
     """Stationary-operand GEMM ``out[T, Sc] = s[T, Sr] · w[Sr, Sc]`` on a ``rows × cols`` array.
 
