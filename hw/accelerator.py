@@ -1,18 +1,26 @@
-"""The accelerator description: engines, clock, on-chip buffers, DRAM, a vector unit and the mapping choices.
+"""The accelerator description: engines, clock, on-chip buffers, DRAM, a vector unit and a post-processing unit —
+the hardware's structure — and, apart from it, the mapping policy a run uses.
 
 A frozen dataclass tree, loadable from TOML, YAML or JSON and validated on construction with messages that name
 the bad field (``buffers.weights.banks``). The simulator (``sim/model.py``) runs workloads on it; the same
 description is what ``hw`` will generate as a whole accelerator, so every engine is a unit parameter object of
-``hw.params`` and every buffer is sized in bytes, banks, ports and word width as a memory generator needs them.
+``hw.units`` and every buffer is sized in bytes, banks, ports and word width as a memory generator needs them.
+
+:class:`Accelerator` is structure only. How a workload is mapped onto it (loop order, double buffering, resident
+weights) is a :class:`MappingPolicy`, an argument of each run (``sim.model.simulate_model(..., policy=)``,
+``lowbit simulate model --mapping key=value,...``). A design file may carry a ``[mapping]`` table: the policy its
+runs use unless told otherwise. :func:`load_design` returns the structure, :func:`load_design_with_policy` the
+structure and that default policy (the table, or :class:`MappingPolicy`'s defaults without one) — kept apart so
+that two runs of one structure under two policies, or a search over policies, compare equal structures.
 
 File format (TOML shown; YAML and JSON have the same keys)::
 
     name = "ternary-64x16"
     clock_mhz = 200               # 0.001 .. 100000 (1 kHz .. 100 GHz)
     [[engines]]                  # one table per engine kind; ``count`` engines work in lockstep
-    unit = "ternary-mac"          # a UnitKind, or "fp-mac" / "systolic"
+    unit = "ternary-mac"          # a UnitKind with an engine: the five generated units, "fp-mac", "systolic"
     count = 1
-    lanes = 64                    # the unit's own parameters (hw.params)
+    lanes = 64                    # the unit's own parameters (hw.units)
     rows = 16
     max_k = 16384
     [buffers.weights]             # also buffers.activations and buffers.kv
@@ -27,7 +35,10 @@ File format (TOML shown; YAML and JSON have the same keys)::
     [vector]
     lanes = 16
     fp_bits = 16
-    [mapping]
+    [post]                        # optional: the integer post-processing unit (docs/isa.md)
+    lanes = 16                    # elements per cycle; default: the vector unit's lanes
+    latency = 2                   # cycles; default 2
+    [mapping]                     # optional: the default mapping policy of runs on this design
     loop_order = "weights-outer"  # or "tokens-outer"
     double_buffer = true
     weights = "stream"            # or "resident-if-fits"
@@ -36,19 +47,25 @@ File format (TOML shown; YAML and JSON have the same keys)::
 import json
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import ClassVar
+from types import MappingProxyType
 
 from models.units import UnitKind
 
-from .params import UNIT_PARAMS, SystolicArrayParams, UnitParams, _choice, _int_field
+from .units import FpMacParams, UnitParams, engine_params_for
+from .units.base import _choice, _int_field
 
-__all__ = ["CLOCK_MHZ", "DRAM_GBPS", "DRAM_PJ_PER_BIT", "BUFFER_MAX_BYTES", "FpMacParams", "BufferSpec", "DramSpec",
-           "VectorUnitSpec", "EngineSlot", "MappingSpec", "Accelerator", "load_design", "BUILTIN_DESIGNS", "design_path"]
+__all__ = ["CLOCK_MHZ", "DRAM_GBPS", "DRAM_PJ_PER_BIT", "BUFFER_MAX_BYTES", "BUFFER_ROLES", "FpMacParams",
+           "BufferSpec", "DramSpec", "VectorUnitSpec", "PostUnitSpec", "EngineSlot", "MappingPolicy", "Accelerator",
+           "load_design", "load_design_with_policy", "design_from_dict", "BUILTIN_DESIGNS", "design_path"]
 
 _DESIGN_DIR = Path(__file__).with_name("designs")
 BUILTIN_DESIGNS = tuple(sorted(p.stem for p in _DESIGN_DIR.glob("*.toml")))
+
+#: The on-chip buffers every design has, in their stable order (the ISA numbers them 0, 1, 2 in this order).
+BUFFER_ROLES = ("weights", "activations", "kv")
 
 
 #: Physically sensible ranges of the description's real-valued fields: outside them the arithmetic overflows or
@@ -58,6 +75,7 @@ DRAM_GBPS = (1e-6, 1e6)              #: 1 kB/s .. 1 PB/s
 DRAM_PJ_PER_BIT = (1e-3, 1e4)        #: on-package HBM is ~1-4 pJ/bit, off-board DDR some tens
 DRAM_LATENCY_CYCLES = 10**9          #: per transfer
 BUFFER_MAX_BYTES = 1 << 40           #: 1 TiB of on-chip buffer is far beyond any die; above it is a typo
+POST_MAX_LATENCY = 64                #: cycles of the post-processing pipeline
 
 
 def _number(where: str, value, bounds: tuple[float, float], unit: str) -> float:
@@ -72,36 +90,9 @@ def _number(where: str, value, bounds: tuple[float, float], unit: str) -> float:
 
 
 @dataclass(frozen=True)
-class FpMacParams(UnitParams):
-    """A floating-point MAC array for the work a scheme leaves in floating point (attention in the LLM schemes, the
-    LM head, the FP baselines): ``rows`` outputs in parallel, ``lanes`` reduction elements per cycle, an FP adder
-    tree of ``latency`` cycles. Described for the simulator; no generator."""
-
-    kind: ClassVar[UnitKind] = UnitKind.FP_MAC
-
-    lanes: int
-    rows: int
-    fp_bits: int = 16
-    latency: int = 8
-
-    def __post_init__(self):
-        _int_field("lanes", self.lanes, 1)
-        _int_field("rows", self.rows, 1)
-        _choice("fp_bits", self.fp_bits, (16, 32))
-        _int_field("latency", self.latency, 1, 64)
-
-    @property
-    def macs_per_cycle(self) -> int:
-        return self.lanes * self.rows
-
-    @property
-    def module_name(self) -> str:
-        return f"fp_mac_l{self.lanes}_r{self.rows}_fp{self.fp_bits}"
-
-
-@dataclass(frozen=True)
 class BufferSpec:
-    """An on-chip SRAM buffer: ``banks`` × ``ports`` words of ``word_bits`` per cycle."""
+    """An on-chip SRAM buffer: ``banks`` × ``ports`` words of ``word_bits`` per cycle. ``name`` is its role (one
+    of :data:`BUFFER_ROLES`)."""
 
     name: str
     size_bytes: int
@@ -154,6 +145,21 @@ class VectorUnitSpec:
 
 
 @dataclass(frozen=True)
+class PostUnitSpec:
+    """The integer post-processing unit (requantize, rescale, thresholds, residual adds: docs/isa.md ``POST``):
+    ``lanes`` elements per cycle (None: the vector unit's, resolved by :class:`Accelerator`), a pipeline of
+    ``latency`` cycles."""
+
+    lanes: int | None = None
+    latency: int = 2
+
+    def __post_init__(self):
+        if self.lanes is not None:
+            _int_field("post.lanes", self.lanes, 1, 65536)
+        _int_field("post.latency", self.latency, 0, POST_MAX_LATENCY)
+
+
+@dataclass(frozen=True)
 class EngineSlot:
     """``count`` engines of one kind working in lockstep (as one engine ``count`` times as wide)."""
 
@@ -162,13 +168,11 @@ class EngineSlot:
 
     def __post_init__(self):
         _int_field(f"engines[{self.unit}].count", self.count, 1, 1024)
-        if isinstance(self.params, SystolicArrayParams) and self.count != 1:
-            raise ValueError(f"engines[systolic].count must be 1, not {self.count}: describe a bigger array with "
-                             "rows and cols instead")
+        self.params.check_count(self.count, f"engines[{self.unit}]")
 
     @property
     def unit(self) -> str:
-        return "systolic" if isinstance(self.params, SystolicArrayParams) else self.params.kind.value
+        return self.params.kind.value
 
     @property
     def kind(self) -> UnitKind:
@@ -180,8 +184,9 @@ class EngineSlot:
 
 
 @dataclass(frozen=True)
-class MappingSpec:
-    """How workloads are mapped (the choices the simulator exposes).
+class MappingPolicy:
+    """How a run maps workloads onto a design (the choices the simulator exposes); not part of the design's
+    structure: an argument of every run, by default the design file's ``[mapping]`` table.
 
     loop_order : ``"weights-outer"`` (a weight tile stays while every token passes: weight reuse) or
         ``"tokens-outer"`` (each token streams every weight tile again: activation reuse).
@@ -200,20 +205,57 @@ class MappingSpec:
             raise TypeError(f"mapping.double_buffer must be true or false, not {self.double_buffer!r}")
         _choice("mapping.weights", self.weights, ("stream", "resident-if-fits"))
 
+    def to_dict(self) -> dict:
+        """The ``[mapping]`` table of a design file."""
+        return asdict(self)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The policy's keys, in table order."""
+        return tuple(f.name for f in fields(cls))
+
+    def with_overrides(self, overrides: Mapping | None) -> "MappingPolicy":
+        """This policy with some keys replaced (``{"double_buffer": False}``), refusing unknown keys by name."""
+        overrides = dict(overrides or {})
+        self._check_keys(overrides)
+        return replace(self, **overrides)
+
+    @classmethod
+    def parse_overrides(cls, text: str) -> dict:
+        """``"loop_order=tokens-outer,double_buffer=false"`` → the overrides :meth:`with_overrides` takes (``true``
+        and ``false`` as booleans), refusing unknown keys and malformed items by name."""
+        out = {}
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not key:
+                raise ValueError(f"expected key=value items separated by commas, not {item.strip()!r}")
+            out[key] = {"true": True, "false": False}.get(value.lower(), value)
+        cls._check_keys(out)
+        return out
+
+    @classmethod
+    def _check_keys(cls, d: Mapping) -> None:
+        unknown = sorted(set(d) - set(cls.keys()))
+        if unknown:
+            raise ValueError(f"unknown mapping key(s) {unknown}; known: {', '.join(cls.keys())}")
+
 
 @dataclass(frozen=True)
 class Accelerator:
-    """A whole accelerator (see the module docstring for the file format)."""
+    """A whole accelerator's structure (see the module docstring for the file format).
+
+    ``buffers`` maps each role of :data:`BUFFER_ROLES` to its :class:`BufferSpec`, in that order; ``post`` is the
+    post-processing unit (its lanes default to the vector unit's).
+    """
 
     name: str
     clock_mhz: float
     engines: tuple[EngineSlot, ...]
-    weight_buffer: BufferSpec
-    activation_buffer: BufferSpec
-    kv_buffer: BufferSpec
+    buffers: Mapping[str, BufferSpec] = field(hash=False)
     dram: DramSpec
     vector: VectorUnitSpec
-    mapping: MappingSpec = field(default_factory=MappingSpec)
+    post: PostUnitSpec | None = None
 
     def __post_init__(self):
         _number("clock_mhz", self.clock_mhz, CLOCK_MHZ, "MHz (1 kHz to 100 GHz)")
@@ -222,6 +264,32 @@ class Accelerator:
         kinds = [e.unit for e in self.engines]
         if len(set(kinds)) != len(kinds):
             raise ValueError(f"design {self.name!r} lists an engine kind twice: {kinds}")
+        buffers = dict(self.buffers)
+        for role in BUFFER_ROLES:
+            if role not in buffers:
+                raise ValueError(f"design {self.name!r}: missing buffers.{role}")
+            if buffers[role].name != role:
+                raise ValueError(f"design {self.name!r}: buffers.{role} is named {buffers[role].name!r}")
+        if set(buffers) != set(BUFFER_ROLES):
+            raise ValueError(f"design {self.name!r}: unknown buffer(s) {sorted(set(buffers) - set(BUFFER_ROLES))}; "
+                             f"known: {list(BUFFER_ROLES)}")
+        object.__setattr__(self, "buffers", MappingProxyType({role: buffers[role] for role in BUFFER_ROLES}))
+        post = self.post if self.post is not None else PostUnitSpec()
+        if post.lanes is None:
+            post = replace(post, lanes=self.vector.lanes)
+        object.__setattr__(self, "post", post)
+
+    @property
+    def weight_buffer(self) -> BufferSpec:
+        return self.buffers["weights"]
+
+    @property
+    def activation_buffer(self) -> BufferSpec:
+        return self.buffers["activations"]
+
+    @property
+    def kv_buffer(self) -> BufferSpec:
+        return self.buffers["kv"]
 
     @property
     def clock_hz(self) -> float:
@@ -232,65 +300,76 @@ class Accelerator:
         return self.dram.bandwidth_gbps * 1e9 / self.clock_hz
 
     def engine_for(self, unit: str, *, op: str = "") -> EngineSlot:
-        """The engine slot that runs ``unit`` work; the int8 work may run on a systolic array."""
+        """The engine slot that runs ``unit`` work: an engine of that very kind, else one whose unit serves it
+        (``UnitParams.serves``: the int8 work may run on a systolic array)."""
         for e in self.engines:
             if e.unit == unit:
                 return e
-        if unit == UnitKind.INT8_MAC.value:
-            for e in self.engines:
-                if e.unit == "systolic":
-                    return e
+        for e in self.engines:
+            if e.params.serves(unit):
+                return e
         have = ", ".join(e.unit for e in self.engines)
         raise ValueError(f"design {self.name!r} has no {unit} engine{f' (needed by {op})' if op else ''}; it has: "
                          f"{have}")
 
     def to_dict(self) -> dict:
+        """The structure as a design file's tables (no ``[mapping]``: that is a policy,
+        :meth:`MappingPolicy.to_dict`)."""
         def engine(e: EngineSlot) -> dict:
             return {"unit": e.unit, "count": e.count, **e.params.to_dict()}
         return {
             "name": self.name, "clock_mhz": self.clock_mhz, "engines": [engine(e) for e in self.engines],
-            "buffers": {b.name: {k: v for k, v in asdict(b).items() if k != "name"}
-                        for b in (self.weight_buffer, self.activation_buffer, self.kv_buffer)},
-            "dram": asdict(self.dram), "vector": asdict(self.vector), "mapping": asdict(self.mapping),
+            "buffers": {b.name: {k: v for k, v in asdict(b).items() if k != "name"} for b in self.buffers.values()},
+            "dram": asdict(self.dram), "vector": asdict(self.vector), "post": asdict(self.post),
         }
 
     @classmethod
     def from_dict(cls, d: dict, *, source: str = "design") -> "Accelerator":
-        """Build and validate from a mapping; every error names the field."""
-        if not isinstance(d, dict):
-            raise ValueError(f"{source}: a design must be a table/object, not {type(d).__name__}")
-        known = {"name", "clock_mhz", "engines", "buffers", "dram", "vector", "mapping"}
-        _known(d, known, source)
-        for key in ("name", "clock_mhz", "engines", "buffers", "dram", "vector"):
-            if key not in d:
-                raise ValueError(f"{source}: missing field {key!r}")
-        if not isinstance(d["name"], str) or not d["name"]:
-            raise ValueError(f"{source}: name must be a non-empty string, not {d['name']!r}")
-        if not isinstance(d["engines"], list):
-            raise ValueError(f"{source}: engines must be an array of tables ([[engines]] in TOML), not "
-                             f"{type(d['engines']).__name__}")
-        engines = []
-        for i, e in enumerate(d["engines"]):
-            engines.append(_engine(e, f"{source}: engines[{i}]"))
-        buffers = _table(d, "buffers", source)
-        _known(buffers, {"weights", "activations", "kv"}, f"{source}: buffers")
-        built = {}
-        for name in ("weights", "activations", "kv"):
-            if name not in buffers:
-                raise ValueError(f"{source}: missing buffers.{name}")
-            built[name] = _buffer(name, buffers[name], source)
-        dram = _table(d, "dram", source)
-        _known(dram, {"bandwidth_gbps", "pj_per_bit", "latency_cycles"}, f"{source}: dram")
-        vector = _table(d, "vector", source)
-        _known(vector, {"lanes", "fp_bits"}, f"{source}: vector")
-        mapping = _table(d, "mapping", source) if "mapping" in d else {}
-        _known(mapping, {"loop_order", "double_buffer", "weights"}, f"{source}: mapping")
-        try:
-            return cls(name=d["name"], clock_mhz=d["clock_mhz"], engines=tuple(engines),
-                       weight_buffer=built["weights"], activation_buffer=built["activations"], kv_buffer=built["kv"],
-                       dram=DramSpec(**dram), vector=VectorUnitSpec(**vector), mapping=MappingSpec(**mapping))
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{source}: {exc}") from None
+        """Build and validate from a mapping; every error names the field. A ``mapping`` table is validated too
+        (:func:`design_from_dict` returns it as a policy)."""
+        return design_from_dict(d, source=source)[0]
+
+
+def design_from_dict(d: dict, *, source: str = "design") -> tuple[Accelerator, MappingPolicy]:
+    """The structure and the default mapping policy of a design given as a mapping (a design file's tables);
+    every error names the field."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: a design must be a table/object, not {type(d).__name__}")
+    known = {"name", "clock_mhz", "engines", "buffers", "dram", "vector", "post", "mapping"}
+    _known(d, known, source)
+    for key in ("name", "clock_mhz", "engines", "buffers", "dram", "vector"):
+        if key not in d:
+            raise ValueError(f"{source}: missing field {key!r}")
+    if not isinstance(d["name"], str) or not d["name"]:
+        raise ValueError(f"{source}: name must be a non-empty string, not {d['name']!r}")
+    if not isinstance(d["engines"], list):
+        raise ValueError(f"{source}: engines must be an array of tables ([[engines]] in TOML), not "
+                         f"{type(d['engines']).__name__}")
+    engines = []
+    for i, e in enumerate(d["engines"]):
+        engines.append(_engine(e, f"{source}: engines[{i}]"))
+    buffers = _table(d, "buffers", source)
+    _known(buffers, set(BUFFER_ROLES), f"{source}: buffers")
+    built = {}
+    for name in BUFFER_ROLES:
+        if name not in buffers:
+            raise ValueError(f"{source}: missing buffers.{name}")
+        built[name] = _buffer(name, buffers[name], source)
+    dram = _table(d, "dram", source)
+    _known(dram, {"bandwidth_gbps", "pj_per_bit", "latency_cycles"}, f"{source}: dram")
+    vector = _table(d, "vector", source)
+    _known(vector, {"lanes", "fp_bits"}, f"{source}: vector")
+    post = _table(d, "post", source) if "post" in d else {}
+    _known(post, {"lanes", "latency"}, f"{source}: post")
+    mapping = _table(d, "mapping", source) if "mapping" in d else {}
+    _known(mapping, set(MappingPolicy.keys()), f"{source}: mapping")
+    try:
+        accelerator = Accelerator(name=d["name"], clock_mhz=d["clock_mhz"], engines=tuple(engines), buffers=built,
+                                  dram=DramSpec(**dram), vector=VectorUnitSpec(**vector), post=PostUnitSpec(**post))
+        policy = MappingPolicy(**mapping)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{source}: {exc}") from None
+    return accelerator, policy
 
 
 def _table(d: dict, key: str, source: str) -> dict:
@@ -312,16 +391,7 @@ def _engine(e: dict, where: str) -> EngineSlot:
     unit = e.pop("unit")
     count = e.pop("count", 1)
     try:
-        if unit == "fp-mac":
-            params = FpMacParams.from_dict(e)
-        elif unit == "systolic":
-            params = SystolicArrayParams.from_dict(e)
-        else:
-            kind = UnitKind.parse(unit)
-            if kind not in UNIT_PARAMS:
-                raise ValueError(f"unit {unit!r} cannot be an engine")
-            params = UNIT_PARAMS[kind].from_dict(e)
-        return EngineSlot(params, count)
+        return EngineSlot(engine_params_for(unit).from_dict(e), count)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{where} ({unit}): {exc}") from None
 
@@ -360,12 +430,8 @@ def design_path(name: str) -> Path:
     return _DESIGN_DIR / f"{name}.toml"
 
 
-def load_design(design) -> Accelerator:
-    """An :class:`Accelerator` from a built-in name, a TOML/YAML/JSON file, a dict, or an Accelerator."""
-    if isinstance(design, Accelerator):
-        return design
-    if isinstance(design, dict):
-        return Accelerator.from_dict(design)
+def _design_dict(design) -> tuple[dict, str]:
+    """The tables of a design given by built-in name or file path, and the source its messages name."""
     text = str(design)
     path = Path(text)
     if text in BUILTIN_DESIGNS:
@@ -397,4 +463,21 @@ def load_design(design) -> Accelerator:
         if type(exc).__module__.startswith("yaml"):
             raise ValueError(f"design file {str(path)!r} is not valid YAML: {exc}") from None
         raise
-    return Accelerator.from_dict(d, source=str(path))
+    return d, str(path)
+
+
+def load_design_with_policy(design) -> tuple[Accelerator, MappingPolicy]:
+    """The structure and the default mapping policy of a design: a built-in name, a TOML/YAML/JSON file or a dict
+    (the policy is its ``[mapping]`` table, the defaults without one), or an :class:`Accelerator` (the default
+    policy)."""
+    if isinstance(design, Accelerator):
+        return design, MappingPolicy()
+    if isinstance(design, dict):
+        return design_from_dict(design)
+    d, source = _design_dict(design)
+    return design_from_dict(d, source=source)
+
+
+def load_design(design) -> Accelerator:
+    """An :class:`Accelerator` from a built-in name, a TOML/YAML/JSON file, a dict, or an Accelerator."""
+    return load_design_with_policy(design)[0]

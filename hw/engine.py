@@ -19,10 +19,10 @@ from amaranth import Array, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import (BILLM_GROUPS, BammParams, BinaryBasisParams, EngineParams, Int8MacParams, TernaryMacParams,
-                     XnorPopcountParams)
 from .layout import PayloadLayout
 from .rtl import amaranth_layout, delay, pipelined_tree, unpack
+from .units import (BILLM_GROUPS, BammParams, BinaryBasisParams, EngineParams, Int8MacParams, TernaryMacParams,
+                    XnorPopcountParams)
 
 __all__ = ["StreamEngine", "TernaryMacEngine", "XnorPopcountEngine", "BammEngine", "BinaryBasisEngine",
            "Int8MacEngine", "ENGINES"]
@@ -318,8 +318,7 @@ class BammEngine(StreamEngine):
             counts = [(c << 1) - totals["a"] for c in totals["and"]]
         else:
             counts = [x + v - totals["n"] for x, v in zip(totals["xnor"], totals["v"])]
-        zero = {"torch": 0, "pos": 1, "neg": -1}[p.zero_policy]
-        signs = [Mux(c > 0, 1, Mux(c < 0, -1, zero)) for c in counts]
+        signs = [Mux(c > 0, 1, Mux(c < 0, -1, p.zero_sign)) for c in counts]
         return {"count": counts, "sign": signs}
 
 

@@ -25,7 +25,7 @@ from fsio import write_set
 from .contract import CYCLE_COUNT_DEFINITION, DISCARD_RULE, K_BEYOND_MAX_K, PADDING_RULE, STREAM_RULES
 from .engine import ENGINES
 from .layout import AXES, ENCODINGS, ROLES
-from .params import EngineParams, UnitParams
+from .units import CYCLES_FORMULA, EngineParams, UnitParams
 
 __all__ = ["MANIFEST_SCHEMA", "SCHEMA_PATH", "build_component", "generate", "manifest", "validate_manifest",
            "write_unit", "ExportedUnit", "verilog_ports", "verilator_cpp_name", "verilator_cpp_type"]
@@ -149,7 +149,7 @@ def _contract(p: EngineParams) -> dict:
         "backpressure": "operand.ready = ~result.valid | result.ready (combinational)",
         "stream_rules": STREAM_RULES,
         "cycle_count_definition": CYCLE_COUNT_DEFINITION,
-        "cycles_at_full_throughput": "ceil(M/rows) * tokens * ceil(K/lanes) + latency_cycles",
+        "cycles_at_full_throughput": CYCLES_FORMULA,
         "beat_order": "row blocks outermost, then tokens, then reduction chunks; results come in "
                       "(row block, token) order",
         "reduction": "a beat with last=1 closes a reduction; the next beat starts a new one (no bubble)",

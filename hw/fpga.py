@@ -61,7 +61,7 @@ def design_resources(design: Accelerator, family: str, **synth_options) -> dict:
     engines, totals = [], {"luts": 0, "ffs": 0, "carries": 0, "dsps": 0, "brams": 0}
     for slot in design.engines:
         row = {"unit": slot.unit, "count": slot.count}
-        if slot.unit == "systolic" or slot.kind not in ENGINES:
+        if slot.kind not in ENGINES:
             row.update({k: None for k in totals}, note="no RTL generator for this engine yet: not synthesised")
         else:
             r = synthesize(slot.params, family, fmax=False, transistors=False, **synth_options)
@@ -71,7 +71,7 @@ def design_resources(design: Accelerator, family: str, **synth_options) -> dict:
             row["note"] = f"{r.module} synthesised ({'cached' if r.cached else f'{r.seconds:.1f} s'})"
         engines.append(row)
     buffers = {}
-    for b in (design.weight_buffer, design.activation_buffer, design.kv_buffer):
+    for b in design.buffers.values():
         buffers[b.name] = buffer_block_rams(b, family)
         totals["brams"] += buffers[b.name]
     ram = BLOCK_RAMS[family]

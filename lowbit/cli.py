@@ -47,6 +47,21 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _mapping_overrides(text: str | None) -> dict | None:
+    """``--mapping key=value,...``: overrides of the design file's ``[mapping]`` table; an unknown key or a bad value
+    is refused (``ValueError``, exit 2) before the run."""
+    if text is None:
+        return None
+    from hw.accelerator import MappingPolicy
+
+    try:
+        overrides = MappingPolicy.parse_overrides(text)
+        MappingPolicy().with_overrides(overrides)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--mapping: {exc}") from None
+    return overrides
+
+
 def _load_matrix(path: Path, what: str):
     import numpy as np
 
@@ -238,7 +253,7 @@ def _cmd_simulate_model(args) -> int:
 
     result = model_result(args.model, args.scheme, args.design, seq_len=args.seq, decode_steps=args.decode_steps,
                           tech=args.tech, energy=args.energy, stepped=args.stepped, per_layer=args.per_layer,
-                          counters=args.counters)
+                          counters=args.counters, mapping=_mapping_overrides(args.mapping))
     if args.fpga:
         from hw.accelerator import load_design
         from hw.fpga import design_resources
@@ -293,7 +308,7 @@ def _cmd_report_model(args) -> int:
     if not args.stem or args.stem.startswith(".") or Path(args.stem).name != args.stem:
         raise UsageError(f"--stem must be a plain file name without directories, not {args.stem!r}")
     result = model_result(args.model, args.scheme, args.design, seq_len=args.seq, decode_steps=args.decode_steps,
-                          tech=args.tech, per_layer=True, counters=True)
+                          tech=args.tech, per_layer=True, counters=True, mapping=_mapping_overrides(args.mapping))
     paths = write_model_report(out, result, stem=args.stem)
     if result["design_source"] != "given":
         print(f"design: {result['design']} ({result['design_source']})")
@@ -306,23 +321,24 @@ def _cmd_report_model(args) -> int:
 def _cmd_simulate_gemm(args) -> int:
     import json
 
-    from hw.accelerator import load_design
+    from hw.accelerator import load_design_with_policy
+    from models.units import UnitKind
     from models.workload import Op
     from sim.model import time_op
 
-    design = load_design(args.design)
+    design, policy = load_design_with_policy(args.design)
     slot = design.engine_for("int8-mac", op="the GEMM")
     op = Op("gemm", "matmul", "linear", "int8-mac", "prefill", m=args.m, k=args.k, n=args.n, a_bits=8, b_bits=8,
             acc_bits=32, weight=True)
-    compute = time_op(op, design, weights_on_chip=True, kv_on_chip=True)
-    with_memory = time_op(op, design, weights_on_chip=False, kv_on_chip=True)
+    compute = time_op(op, design, weights_on_chip=True, kv_on_chip=True, policy=policy)
+    with_memory = time_op(op, design, weights_on_chip=False, kv_on_chip=True, policy=policy)
     result = {"design": design.name, "engine": slot.unit, "m": args.m, "k": args.k, "n": args.n,
               "cycles": compute.cycles, "utilisation": compute.macs / compute.mac_slots,
               # the op as the model simulator times it: to the last output in the buffer, operands on chip or
               # the weights streamed from DRAM
               "cycles_on_chip": compute.cycles, "cycles_with_dram": with_memory.cycles, "macs": compute.macs,
               "notes": compute.notes}
-    if slot.unit == "systolic":
+    if slot.kind is UnitKind.SYSTOLIC:            # the array's own figures: folds, fill and drain, SCALE-Sim's count
         from sim.systolic import gemm
         r = gemm(slot.params, args.m, args.k, args.n)
         # cycles: compute only, first to last cycle inclusive, as SCALE-Sim times a GEMM (its own figure is one
@@ -394,6 +410,17 @@ def _cmd_fidelity(args) -> int:
 
     if args.output:
         check_output(args.output)
+    if args.integer:            # only the page's integer-only section (models.intpath; docs/intpost.md)
+        from models.fidelity import integer_fidelity_table, integer_markdown, integer_section, with_integer_section
+        table = integer_markdown(integer_fidelity_table(args.methods or None))
+        command = "lowbit fidelity --integer" + (f" --methods {' '.join(args.methods)}" if args.methods else "") + \
+            (f" -o {args.output}" if args.output else "")
+        if args.output:
+            page = Path(args.output).read_text() if Path(args.output).exists() else ""
+            write_text_atomic(Path(args.output), with_integer_section(page, integer_section(table, command)))
+            print(f"wrote {args.output}")
+        print(table)
+        return 0
     rows = fidelity_table(args.methods or None, qbb_refine_steps=args.qbb_refine_steps,
                           qbb_distill_steps=args.qbb_distill_steps)
     table = markdown(rows)
@@ -407,6 +434,9 @@ def _cmd_fidelity(args) -> int:
             "down) are quantized, embeddings stay FP32. Weight-only rows keep activations and attention in FP32. "
             "Sentences: models/data/sentences.json.\n\n" + table + FIDELITY_NOTE + "\n")
     if args.output:
+        from models.fidelity import integer_section_of, with_integer_section
+        old = Path(args.output).read_text() if Path(args.output).exists() else ""
+        text = with_integer_section(text, integer_section_of(old))       # keep the integer-only section
         write_text_atomic(Path(args.output), text)
         print(f"wrote {args.output}")
     print(table)
@@ -472,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--counters", action="store_true", help="list every energy counter in the JSON")
     sm.add_argument("--fpga", choices=FAMILIES,
                     help="also synthesise the engines for this FPGA family (cached) and count buffer block RAMs")
+    mapping_help = ("mapping policy overrides, e.g. loop_order=tokens-outer,double_buffer=false,"
+                    "weights=resident-if-fits (default: the design file's [mapping] table)")
+    sm.add_argument("--mapping", help=mapping_help)
     sm.add_argument("--json", action="store_true")
     sm.set_defaults(func=_cmd_simulate_model)
 
@@ -513,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refinement steps per phase of the qbb-nN-full rows (default 50)")
     f.add_argument("--qbb-distill-steps", type=_non_negative_int, default=60,
                    help="scale-distillation steps of the qbb-nN-full rows (default 60)")
+    f.add_argument("--integer", action="store_true",
+                   help="the schemes' integer-only paths (models.intpath) instead; --methods then names schemes, "
+                        "and -o rewrites only the page's integer-only section")
     f.add_argument("-o", "--output", help="write the Markdown page here")
     f.set_defaults(func=_cmd_fidelity)
 
@@ -538,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--seq", type=_positive_int, default=128)
     rm.add_argument("--decode-steps", type=_non_negative_int, default=0)
     rm.add_argument("--tech", default="45nm", help=tech_help)
+    rm.add_argument("--mapping", help=mapping_help)
     rm.add_argument("--stem", default="model", help="file names: STEM.md, STEM.csv, STEM.json (default model)")
     rm.add_argument("-o", "--output", default="out", help="output directory (default: out)")
     rm.set_defaults(func=_cmd_report_model)

@@ -52,7 +52,7 @@ def scheme_options(scheme: "Scheme") -> frozenset[str]:
     """The option names ``NAME:key=value`` accepts for ``scheme``: its linear view's keywords and the extras."""
     import inspect
 
-    base = scheme.name.split(":")[0]
+    base = scheme.base
     names = set(_EXTRA_OPTIONS.get(base, ()))
     if scheme.linear_view is not None:
         module, function = scheme.linear_view.target
@@ -63,7 +63,7 @@ def scheme_options(scheme: "Scheme") -> frozenset[str]:
 
 #: Types of the extra options (the linear views' own keywords take theirs from their annotations).
 _EXTRA_TYPES = {"bibert": {"strict": bool}, "billm": {"salient_ratio": float}}
-#: QBB's bases: the binary-basis engine (hw.params.BinaryBasisParams) has at most 16 bit planes a row.
+#: QBB's bases: the binary-basis engine (hw.units.BinaryBasisParams) has at most 16 bit planes a row.
 MAX_QBB_BASES = 16
 
 
@@ -71,7 +71,7 @@ def _option_types(scheme: "Scheme") -> dict[str, object]:
     """The annotated type of every option ``scheme`` takes (``bool``, ``int``, ``float``, a ``Literal``, ...)."""
     import typing
 
-    base = scheme.name.split(":")[0]
+    base = scheme.base
     types = dict(_EXTRA_TYPES.get(base, {}))
     functions = [scheme.linear_view.target] if scheme.linear_view is not None else []
     if base == "billm":                       # its view passes the post-training options on to billm_quantize
@@ -130,6 +130,11 @@ class Scheme:
     #: built-in design (hw/designs/NAME.toml) ``lowbit simulate model`` / ``report model`` run when no --design is
     #: given: the one place this choice is made (tests/test_model_sim.py runs every scheme on its default)
     default_design: str = ""
+
+    @property
+    def base(self) -> str:
+        """The registry name without options: ``"qbb"`` for ``"qbb:n_bases=2"``."""
+        return self.name.split(":")[0]
 
     @property
     def unit(self) -> UnitKind:

@@ -18,6 +18,7 @@ class UnitKind(str, Enum):
     INT8_MAC = "int8-mac"             #: int8 × int8 baseline (TernaryBERT attention)
     FP_MAC = "fp-mac"                 #: floating-point multiply-accumulate (full-precision matmuls, baselines)
     FP_VECTOR = "fp-vector"           #: full-precision element-wise and reduction work
+    SYSTOLIC = "systolic"             #: an R × C systolic array of int MACs (serves int8-MAC work; no generator)
 
     def __str__(self) -> str:
         return self.value

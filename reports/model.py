@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from fsio import write_set
-from hw.accelerator import load_design
+from hw.accelerator import MappingPolicy, load_design_with_policy
 from models.analysis import size_breakdown
 from models.config import load_config
 from models.schemes import get_scheme
@@ -50,24 +50,27 @@ def resolve_design(design, scheme) -> tuple[str | object, str]:
     if design is not None:
         return design, ""
     sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
-    return sch.default_design, f"default for scheme {sch.name.split(':')[0]}"
+    return sch.default_design, f"default for scheme {sch.base}"
 
 
 def model_result(model, scheme, design=None, *, seq_len: int = 128, decode_steps: int = 0, tech: str = "45nm",
                  energy: str = "full", stepped: bool = False, per_layer: bool = False,
-                 counters: bool = False) -> dict:
+                 counters: bool = False, mapping: MappingPolicy | dict | None = None) -> dict:
     """Simulate ``model`` under ``scheme`` on ``design`` and price it: the JSON-ready result.
 
     Every input is resolved (and refused with a message naming it) before the run starts. ``design=None`` runs
-    the scheme's default design (``design_source`` in the result says so). With ``energy="arith-only"`` a design
-    whose buffers are too small for some op's tiles is not refused: the arithmetic-only energy counts the
-    workload's operations, so the run is priced untimed (``timed`` false, the cycle figures null, the reason in
-    ``untimed_reason``).
+    the scheme's default design (``design_source`` in the result says so). ``mapping`` is the run's mapping
+    policy: a :class:`MappingPolicy`, or overrides of the design file's ``[mapping]`` table (``{"loop_order":
+    "tokens-outer"}``; None: the table as it is); the result's ``mapping`` says which policy ran. With
+    ``energy="arith-only"`` a design whose buffers are too small for some op's tiles is not refused: the
+    arithmetic-only energy counts the workload's operations, so the run is priced untimed (``timed`` false, the
+    cycle figures null, the reason in ``untimed_reason``).
     """
     cfg = load_config(model)
     sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
     design, design_source = resolve_design(design, sch)
-    acc = load_design(design)
+    acc, policy = load_design_with_policy(design)
+    policy = mapping if isinstance(mapping, MappingPolicy) else policy.with_overrides(mapping)
     node = get_technology(tech)
     if energy not in ENERGY_MODES:
         raise ValueError(f"unknown energy mode {energy!r}; use one of {', '.join(ENERGY_MODES)}")
@@ -75,7 +78,8 @@ def model_result(model, scheme, design=None, *, seq_len: int = 128, decode_steps
     wl = extract_workload(cfg, sch, seq_len=seq_len, decode_steps=decode_steps)
     run, untimed = None, ""
     try:
-        run = simulate_model(cfg, sch, acc, seq_len=seq_len, decode_steps=decode_steps, stepped=stepped, workload=wl)
+        run = simulate_model(cfg, sch, acc, seq_len=seq_len, decode_steps=decode_steps, stepped=stepped, workload=wl,
+                             policy=policy)
     except ValueError as exc:
         if isinstance(exc, CapacityError) and energy == "arith-only":
             untimed = str(exc)                  # counting operations needs no buffer room
@@ -93,7 +97,8 @@ def model_result(model, scheme, design=None, *, seq_len: int = 128, decode_steps
     result = {
         "model": cfg.name, "scheme": sch.name, "design": acc.name, "design_source": design_source or "given",
         "seq_len": seq_len,
-        "decode_steps": decode_steps, "clock_mhz": acc.clock_mhz, "mode": "stepped" if stepped else "fast",
+        "decode_steps": decode_steps, "clock_mhz": acc.clock_mhz, "mapping": policy.to_dict(),
+        "mode": "stepped" if stepped else "fast",
         "timed": run is not None,
         "cycles": None, "latency_s": None, "prefill_cycles": None, "decode_cycles": None,
         "energy_j": priced.to_dict(),
@@ -153,7 +158,8 @@ def write_model_report(out_dir: Path, result: dict, *, stem: str = "model") -> t
     lines = [
         f"# {result['model']} under {result['scheme']} on '{result['design']}'",
         "",
-        f"Sequence {result['seq_len']}{steps}, {result['clock_mhz']:g} MHz, {result['mode']} mode.",
+        f"Sequence {result['seq_len']}{steps}, {result['clock_mhz']:g} MHz, {result['mode']} mode; mapping "
+        + ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in result["mapping"].items()) + ".",
         "",
         "| figure | value |",
         "|---|---|",

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.contract import Traffic
-from hw.params import EngineParams
+from hw.units import EngineParams
 from sim.engine import simulate
 
 from .simulators import DEFAULT_SIMULATOR
@@ -40,7 +40,9 @@ def _shape(weights) -> tuple[int, int]:
 
 
 def stream_job(params: EngineParams, weights, acts, traffic: Traffic, alpha=None) -> StreamJob:
-    beats = params.operand_beats(weights, acts, **({"alpha": alpha} if alpha is not None else {}))
+    """The packed operand beats of a problem; ``alpha`` (the vector suite's name for the binary-basis scales) is
+    the unit's extra operand, None for units without one."""
+    beats = params.operand_beats(weights, acts, alpha)
     n = len(beats["last"])
     m, _ = _shape(weights)
     return StreamJob(params.operand_layout.pack(n, **beats), params.row_blocks(m) * np.asarray(acts).shape[0],
@@ -60,7 +62,7 @@ def collect_accumulators(params, run, weight_codes, act_codes) -> np.ndarray:
 
 
 def sim_level(params, weights, acts, traffic: Traffic, alpha=None) -> LevelResult:
-    run = simulate(params, weights, acts, traffic, alpha=alpha)
+    run = simulate(params, weights, acts, traffic, extra=alpha)
     return LevelResult("sim", run.results, run.cycles)
 
 

@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hw.params import (BammParams, BinaryBasisParams, EngineParams, Int8MacParams, TernaryMacParams,
-                       XnorPopcountParams)
+from hw.units import (BammParams, BinaryBasisParams, EngineParams, Int8MacParams, TernaryMacParams,
+                      XnorPopcountParams)
 from models import baselines, bibert, billm, bitnet, qbb
 from models.quant import sign as zero_policy_sign
 from models.units import UnitKind
@@ -238,12 +238,16 @@ def _int8(case: UnitCase, rng) -> Problem:
                    labels + [f"random {i}" for i in range(x.shape[0])])
 
 
-_BUILDERS: dict[type, Callable] = {TernaryMacParams: _ternary, XnorPopcountParams: _xnor, BammParams: _bamm,
-                                   BinaryBasisParams: _binary_basis, Int8MacParams: _int8}
+#: The problem builder of each unit, by the unit's kind. The builders stay here, not on the unit classes: they
+#: draw float data and run the schemes' quantizers in ``models`` (torch) so that the expected values never come
+#: from ``hw`` or ``sim`` — test data, which ``hw``, imported by the simulator, must not depend on.
+_BUILDERS: dict[UnitKind, Callable] = {UnitKind.TERNARY_MAC: _ternary, UnitKind.XNOR_POPCOUNT: _xnor,
+                                       UnitKind.BAMM: _bamm, UnitKind.BINARY_BASIS: _binary_basis,
+                                       UnitKind.INT8_MAC: _int8}
 
 
 def build_problem(case: UnitCase) -> Problem:
-    return _BUILDERS[type(case.params)](case, np.random.default_rng(case.seed))
+    return _BUILDERS[case.params.kind](case, np.random.default_rng(case.seed))
 
 
 CASES = [

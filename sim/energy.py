@@ -15,7 +15,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hw.accelerator import Accelerator
-from hw.params import SystolicArrayParams
 
 __all__ = ["EnergyLine", "Energy", "price_events", "arith_only", "area", "ENERGY_MODES"]
 
@@ -78,11 +77,6 @@ class Energy:
         }
 
 
-def _buffer_bytes(design: Accelerator, name: str) -> int:
-    return {"weights": design.weight_buffer, "activations": design.activation_buffer,
-            "kv": design.kv_buffer}[name].size_bytes
-
-
 def price_events(events: Counter, tech, design: Accelerator) -> Energy:
     """``full`` mode: every counted event (``sim.model.ModelRun.events``) × its unit cost from ``tech`` (a
     :class:`sim.tech.Technology`); SRAM events are priced at their buffer's size in ``design``, DRAM bits at the
@@ -115,7 +109,7 @@ def price_events(events: Counter, tech, design: Accelerator) -> Energy:
         elif kind == "acc_write_bits":          # ... and writes each sum back
             pj, src, cat, name = tech.register_bit(), tech.provenance("register_bit"), "registers", "acc_write_bits"
         elif kind in ("sram_read", "sram_write"):
-            size = _buffer_bytes(design, key[1])
+            size = design.buffers[key[1]].size_bytes
             method = f"{kind}_bits"
             pj = getattr(tech, method)(size, 1)
             src = tech.provenance(method, size, 1)
@@ -162,28 +156,12 @@ def arith_only(ops, tech) -> Energy:
     return energy
 
 
-def _engine_inventory(slot) -> Counter:
-    """The hardware one beat of an engine uses, each piece once: its structural inventory."""
-    from .model import _lane_events, _result_events, _tree_events
-
-    p = slot.params
-    if isinstance(p, SystolicArrayParams):
-        pes = p.rows * p.cols * slot.count
-        return Counter({("int_mul", p.act_bits, p.weight_bits): pes, ("int_add", p.acc_width): pes,
-                        ("reg_bits",): pes * (p.act_bits + p.weight_bits + p.acc_width)})
-    rows = p.rows * slot.count
-    inv = Counter()
-    for part in (_lane_events(p, rows), _tree_events(p, rows), _result_events(p, rows)):
-        inv.update(part)
-    return inv
-
-
 def area(design: Accelerator, tech) -> dict:
     """ASIC area (µm²) of the design's engines, buffers and vector unit from the technology's area tables."""
     engines = {}
     for slot in design.engines:
         um2 = 0.0
-        for key, count in _engine_inventory(slot).items():
+        for key, count in slot.params.inventory(slot.count).items():
             kind = key[0]
             if kind == "int_add":
                 um2 += count * tech.int_add_area(key[1])
@@ -200,8 +178,7 @@ def area(design: Accelerator, tech) -> dict:
             else:
                 raise ValueError(f"no area for inventory item {key!r} of the {slot.unit} engine")
         engines[slot.unit] = um2
-    sram = {b.name: tech.sram_area(b.size_bytes)
-            for b in (design.weight_buffer, design.activation_buffer, design.kv_buffer)}
+    sram = {b.name: tech.sram_area(b.size_bytes) for b in design.buffers.values()}
     v = design.vector
     vector = v.lanes * (tech.fp_add_area(v.fp_bits) + tech.fp_mul_area(v.fp_bits))
     total = sum(engines.values()) + sum(sram.values()) + vector

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw.contract import Traffic, measured_cycles
-from hw.params import BinaryBasisParams, EngineParams, ceil_div
+from hw.units import EngineParams
 
 from .kernels import engine as kernel
-from .units import contributions
 
 __all__ = ["EngineRun", "Feeder", "simulate", "MAX_STEPPED_BYTES"]
 
@@ -74,12 +73,13 @@ class Feeder:
         return cls((beats,), (0,), 1, 1)
 
 
-def simulate(params: EngineParams, weights, acts, traffic: Traffic | None = None, *, alpha=None,
+def simulate(params: EngineParams, weights, acts, traffic: Traffic | None = None, *, extra=None,
              max_cycles: int | None = None, feeder: Feeder | None = None) -> EngineRun:
     """Run the problem through the stepped model of ``params``' engine (and its ``feeder``).
 
-    ``weights``/``acts`` are the unit's operands as ``params.operand_beats`` takes them (their values are checked
-    there); ``alpha`` the fixed-point scales of a binary-basis engine with ``scale_bits``.
+    ``weights``/``acts``/``extra`` are the unit's operands as ``params.operand_beats`` takes them (their values
+    are checked there); ``extra`` is the unit's extra operand (the fixed-point scales ``alpha`` of a binary-basis
+    engine with ``scale_bits``), None for the others.
     """
     weights = np.asarray(weights)
     acts = np.asarray(acts)
@@ -88,13 +88,13 @@ def simulate(params: EngineParams, weights, acts, traffic: Traffic | None = None
     *lead, m, k = weights.shape
     tokens = acts.shape[0]
     params.check_problem(m, k, tokens)
-    params.check_operands(weights, acts, alpha)
+    params.check_operands(weights, acts, extra)
     n_beats = params.n_beats(m, k, tokens)
     n_ch = sum(params.rows if c.per_row else 1 for c in params.channels())
     if n_beats * n_ch * 8 > MAX_STEPPED_BYTES:
         raise ValueError(f"a stepped run of {n_beats:,} beats × {n_ch} channels needs more than "
                          f"{MAX_STEPPED_BYTES >> 30} GiB; use the closed form params.cycles for this size")
-    contrib = contributions(params, weights, acts)
+    contrib = params.contributions(weights, acts)
     channels = params.channels()
     table = np.concatenate([contrib[c.name] if c.per_row else contrib[c.name][:, None] for c in channels], axis=1)
     sched = params.schedule(m, k, tokens)
@@ -120,15 +120,9 @@ def simulate(params: EngineParams, weights, acts, traffic: Traffic | None = None
         width = params.rows if c.per_row else 1
         acc[c.name] = out_acc[:, col:col + width] if c.per_row else out_acc[:, col]
         col += width
-    if isinstance(params, BinaryBasisParams) and params.scale_bits:
-        beats = params.operand_beats(weights, acts, alpha=alpha)
-        fields = params.finish(acc, alpha=beats["alpha"][out_beat])
-    else:
-        fields = params.finish(acc)
+    fields = params.finish(acc, params.result_extra(weights, acts, extra, out_beat))
     results = {name: params.collect_results(v, m, k, tokens) for name, v in fields.items()}
-    planes = int(np.prod(lead)) if lead else 1
-    if isinstance(params, BinaryBasisParams) and params.mode == "billm":
-        planes = 1
+    planes = params.macs_per_weight            # BiLLM's planes are masks of one binarized weight: one MAC
     nonzero = int(np.count_nonzero(weights)) if not lead else m * k * planes
     first, last_out = int(counters[0]), int(counters[1])
     return EngineRun(results, measured_cycles(first, last_out), first, last_out, int(counters[3]),

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw.params import (BILLM_GROUPS, BinaryBasisParams, EngineParams, Int8MacParams, TernaryMacParams,
-                       XnorPopcountParams)
+from hw.units import (BILLM_GROUPS, BinaryBasisParams, EngineParams, Int8MacParams, TernaryMacParams,
+                      XnorPopcountParams)
 from models.intops import signed_width
 from models.schemes import get_scheme
 from models.units import UnitKind
@@ -199,6 +199,9 @@ def _binary_basis_plan(view: LinearView, lanes: int, rows: int):
     return params, jobs
 
 
+#: How a view's integer passes become runs of an engine, by the unit kind the *view* names: each plan reads the
+#: view's pass names and value ranges (``models.views``) and builds the engine parameters from them — an adapter
+#: between a scheme's view and a unit, not a fact of the unit (which checks its operands itself).
 _PLANS = {UnitKind.TERNARY_MAC: _ternary_plan, UnitKind.XNOR_POPCOUNT: _xnor_plan, UnitKind.INT8_MAC: _int8_plan,
           UnitKind.BINARY_BASIS: _binary_basis_plan}
 
@@ -247,8 +250,9 @@ def prepare_linear(scheme: str, weight, x, *, lanes: int, rows: int, **options):
 
 
 def combine_runs(params: EngineParams, job_cycles: dict[str, int]) -> int:
-    """Cycles of the runs streamed back to back: each run's beats, one pipeline latency at the end."""
-    return sum(c - params.latency for c in job_cycles.values()) + params.latency
+    """Cycles of the runs streamed back to back at full throughput: every run's beats (its cycles alone, less the
+    pipeline's fill), then one pipeline latency at the end (``EngineParams.cycles_for_beats``)."""
+    return params.cycles_for_beats(sum(params.beats_of_cycles(c) for c in job_cycles.values()))
 
 
 def simulate_linear(scheme: str, weight, x, *, lanes: int, rows: int, **options) -> LinearResult:

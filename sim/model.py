@@ -1,7 +1,10 @@
 """Whole models on a described accelerator: cycles, event counters and energy, op by op.
 
-``simulate_model(model, scheme, design, ...)`` extracts the workload (``models.workload``), maps every operation
-onto the design (``hw.accelerator``) and times it:
+``simulate_model(model, scheme, design, policy=...)`` extracts the workload (``models.workload``), maps every
+operation onto the design (``hw.accelerator``) under a mapping policy (``hw.accelerator.MappingPolicy``: loop
+order, double buffering, resident weights; by default the design file's ``[mapping]`` table) and times it. What
+an engine is (its operand widths, fit rules, event inventories, random operands, timing model) it is asked
+(``hw.units.UnitParams``); this module holds the mapping and the timing:
 
 * **matmuls on a stream engine** (ternary-MAC, XNOR-popcount, BAMM, binary-basis, int8-MAC, FP-MAC): the output
   rows are cut into row blocks of the engine's ``rows × count`` width; each row block is a *tile* whose weights
@@ -9,7 +12,7 @@ onto the design (``hw.accelerator``) and times it:
   together with the activations when those do not fit the activation buffer. With ``weights-outer`` loop order a
   tile serves every token (weight reuse); with ``tokens-outer`` every token streams every tile again. Beats issue
   at most every ``ii`` cycles, ``ii`` being what the buffers' banks × ports × word width allow for one beat's
-  operands; tiles double-buffer when the mapping says so. The schedule is ``sim.schedule.feeder_schedule`` (fast
+  operands; tiles double-buffer when the policy says so. The schedule is ``sim.schedule.feeder_schedule`` (fast
   mode) or the stepped kernel with the same feeder and real operand values (stepped mode, small shapes).
 * **matmuls on a systolic array**: ``sim.systolic.gemm`` (compute) overlapped with the weight traffic.
 * **vector work** on the vector unit: ``passes × ceil(elements / lanes)`` cycles per op, plus a log2(lanes)
@@ -28,12 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw.accelerator import Accelerator, EngineSlot, FpMacParams, load_design
-from hw.params import (BammParams, BinaryBasisParams, EngineParams, Int8MacParams, SystolicArrayParams,
-                       TernaryMacParams, XnorPopcountParams, ceil_div)
-from models.analysis import BILLM_BLOCK
+from hw.accelerator import Accelerator, EngineSlot, MappingPolicy, load_design_with_policy
+from hw.units import ceil_div
 from models.config import load_config
-from models.intops import signed_range
 from models.schemes import get_scheme
 from models.workload import Op, Workload, extract_workload
 
@@ -46,7 +46,8 @@ __all__ = ["OpTiming", "ModelRun", "CapacityError", "simulate_model", "time_op",
 VECTOR_PASSES = {"layernorm": 2, "rmsnorm": 2, "softmax": 2}
 #: Ops that end each pass with a reduction across the lanes (log2(lanes) cycles of drain per pass and row).
 REDUCTIONS = frozenset({"layernorm", "rmsnorm", "softmax", "absmax"})
-#: Floating-point operations per element: (adds, multiplies, special functions). Sums match VECTOR_FLOPS.
+#: Floating-point operations per element: (adds, multiplies, special functions); each sums to its
+#: models.workload.VECTOR_FLOPS (tests/test_model_sim.py checks it).
 VECTOR_MIX = {
     "add": (1, 0, 0), "mul": (0, 1, 0), "scale": (0, 1, 0), "mask": (1, 0, 0), "layernorm": (4, 3, 1),
     "rmsnorm": (2, 2, 1), "softmax": (3, 0, 2), "gelu": (2, 3, 7), "silu": (1, 1, 2), "relu": (1, 0, 0),
@@ -93,6 +94,7 @@ class ModelRun:
     ops: list[OpTiming] = field(repr=False)
     weight_bytes: int = 0
     weights_resident: bool = False
+    policy: MappingPolicy = field(default_factory=MappingPolicy)     #: the mapping policy the run used
 
     @property
     def cycles(self) -> int:
@@ -132,26 +134,11 @@ def workload_macs_by_kind(ops) -> dict[str, int]:
     out: dict[str, int] = {}
     for o in ops:
         if o.kind == "matmul":
-            out[o.unit] = out.get(o.unit, 0) + o.macs * (o.b_bits if o.weight_layout == "bases" else 1)
+            out[o.unit] = out.get(o.unit, 0) + o.macs * _macs_per_weight(o)
     return out
 
 
 # -- stream engines ------------------------------------------------------------------------------------------
-
-def _weight_bits(params) -> int:
-    """Bits of one weight-side element a beat carries per row and lane."""
-    if isinstance(params, TernaryMacParams):
-        return 2
-    if isinstance(params, (XnorPopcountParams, BammParams)):
-        return 1
-    if isinstance(params, BinaryBasisParams):
-        return params.n_bases if params.mode == "bases" else 4
-    if isinstance(params, Int8MacParams):
-        return params.weight_bits
-    if isinstance(params, FpMacParams):
-        return params.fp_bits
-    raise TypeError(f"no weight width for {type(params).__name__}")
-
 
 def _dram_cycles(design: Accelerator, nbytes: int) -> int:
     """Cycles of one DRAM transfer of ``nbytes`` at the design's bandwidth, with its fixed latency (0 for none)."""
@@ -161,113 +148,13 @@ def _dram_cycles(design: Accelerator, nbytes: int) -> int:
 def _engine_weight_bytes(op: Op, slot: EngineSlot) -> int:
     """Bytes of one execution of ``op``'s right operand in the engine's format, rows padded to whole row blocks:
     what streaming loads once per pass over it, and what a resident copy occupies."""
-    p = slot.params
-    if isinstance(p, SystolicArrayParams):
-        return ceil_div(op.k * op.n * p.weight_bits, 8)
-    rows_total = p.rows * slot.count
-    return ceil_div(op.n, rows_total) * ceil_div(rows_total * op.k * _weight_bits(p), 8)
+    return slot.params.weight_bytes(op.k, op.n, slot.count)
 
 
-def _act_bits(params) -> int:
-    """Bits of one activation element a beat carries per lane."""
-    if isinstance(params, (XnorPopcountParams, BammParams)):
-        return 1
-    if isinstance(params, FpMacParams):
-        return params.fp_bits
-    return params.act_bits
-
-
-def _check_fit(slot: EngineSlot, op: Op) -> None:
-    p = slot.params
-    # BiLLM's reductions run over its 128-column blocks
-    k = min(op.k, BILLM_BLOCK) if isinstance(p, BinaryBasisParams) and p.mode == "billm" else op.k
-    if isinstance(p, EngineParams) and k > p.max_k:
-        raise ValueError(f"{op.name}: reductions of {k} exceed the {slot.unit} engine's max_k={p.max_k}")
-    if isinstance(p, (TernaryMacParams, BinaryBasisParams, Int8MacParams)) and op.a_bits > p.act_bits:
-        raise ValueError(f"{op.name}: {op.a_bits}-bit activations exceed the {slot.unit} engine's "
-                         f"act_bits={p.act_bits}")
-    if isinstance(p, Int8MacParams) and op.b_bits > p.weight_bits:
-        raise ValueError(f"{op.name}: {op.b_bits}-bit weights exceed the int8-mac engine's weight_bits={p.weight_bits}")
-    if isinstance(p, SystolicArrayParams):
-        for what, need, have in (("activations", op.a_bits, p.act_bits), ("weights", op.b_bits, p.weight_bits),
-                                 ("accumulators", op.acc_bits, p.acc_width)):
-            if need > have:
-                raise ValueError(f"{op.name}: {need}-bit {what} exceed the systolic array's {have} bits")
-    if isinstance(p, FpMacParams) and op.a_bits > p.fp_bits:
-        raise ValueError(f"{op.name}: fp{op.a_bits} operands exceed the fp-mac engine's fp{p.fp_bits}")
-    if isinstance(p, BinaryBasisParams):
-        billm = op.weight_layout == "billm"
-        if billm != (p.mode == "billm"):
-            raise ValueError(f"{op.name}: needs a binary-basis engine in {'billm' if billm else 'bases'} mode, the "
-                             f"design's is in {p.mode!r} mode")
-        if p.mode == "bases" and op.b_bits > p.n_bases:
-            raise ValueError(f"{op.name}: {op.b_bits} binary bases exceed the binary-basis engine's n_bases={p.n_bases}")
-
-
-def _tree_events(params, rows_total: int) -> Counter:
-    """Adds (by width) and register bits of one beat through the engine's trees and accumulators."""
-    ev = Counter()
-    if isinstance(params, FpMacParams):
-        return ev
-    beats = ceil_div(params.max_k, params.lanes)
-    for ch in params.channels():
-        copies = rows_total if ch.per_row else max(1, rows_total // params.rows)
-        nodes = ch.terms
-        for level in range(1, ch.depth + 1):
-            nxt = ceil_div(nodes, ch.arity)
-            adds = nodes - nxt                       # every add removes one node
-            ev[("int_add", ch.level_width(level))] += adds * copies
-            if level in params.registered_levels:
-                ev[("reg_bits",)] += nxt * ch.level_width(level) * copies
-            nodes = nxt
-        ev[("int_add", ch.acc_width(beats))] += copies          # the accumulator
-        ev[("reg_bits",)] += ch.acc_width(beats) * copies
-    return ev
-
-
-def _lane_events(params, rows_total: int) -> Counter:
-    """The lane logic of one beat (gates, multiplies), before the trees."""
-    ev = Counter()
-    lanes = params.lanes
-    if isinstance(params, TernaryMacParams):
-        ev[("gate", "xor")] += rows_total * lanes * params.act_bits
-        ev[("gate", "and")] += rows_total * lanes * (params.act_bits + 1)
-    elif isinstance(params, XnorPopcountParams):
-        ev[("gate", "xnor")] += rows_total * lanes
-    elif isinstance(params, BammParams):
-        ev[("gate", "and" if params.identity == "and" else "xnor")] += rows_total * lanes
-    elif isinstance(params, BinaryBasisParams):
-        planes = sum(1 for c in params.channels() if c.per_row)    # the sign-gated sums (BiLLM: and mask sums)
-        if params.lut_group:
-            mu = params.lut_group
-            groups = lanes // mu
-            ev[("int_add", params.act_bits + mu)] += groups * ((1 << mu) - 1 - mu) * max(1, rows_total // params.rows)
-        else:
-            ev[("gate", "and")] += planes * rows_total * lanes * params.act_bits
-    elif isinstance(params, Int8MacParams):
-        ev[("int_mul", params.act_bits, params.weight_bits)] += rows_total * lanes
-    elif isinstance(params, FpMacParams):
-        ev[("fp_mul", params.fp_bits)] += rows_total * lanes
-        ev[("fp_add", params.fp_bits)] += rows_total * lanes
-    return ev
-
-
-def _result_events(params, rows_total: int) -> Counter:
-    """Events of one result beat: the final-totals and result registers and the result arithmetic."""
-    ev = Counter()
-    if isinstance(params, FpMacParams):
-        ev[("reg_bits",)] += rows_total * params.fp_bits
-        return ev
-    out_bits = params.result_layout.width * max(1, rows_total // params.rows)
-    ev[("reg_bits",)] += 2 * out_bits
-    per_row = {TernaryMacParams: 1, XnorPopcountParams: 1, BammParams: 1, Int8MacParams: 0}.get(type(params))
-    if isinstance(params, BinaryBasisParams):
-        per_row = len(params.planes)
-        if params.scale_bits:
-            ev[("int_mul", params.scale_bits, params.acc_width)] += params.n_bases * rows_total
-    if per_row:
-        ev[("int_add", params.result_layout.fields[0].elem_width)] += per_row * rows_total
-    return ev
+def _macs_per_weight(op: Op) -> int:
+    """Useful MACs one weight element of ``op`` stands for: QBB's N bases are N MACs a weight (as the binary-basis
+    engine counts them), every other matmul one."""
+    return op.b_bits if op.weight_layout == "bases" else 1
 
 
 @dataclass(frozen=True)
@@ -279,28 +166,26 @@ class _Placement:
     acts_on_chip: bool
 
 
-def _stream_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _Placement, *, stepped: bool,
-                   seed: int = 0) -> OpTiming:
+def _stream_timing(op: Op, slot: EngineSlot, design: Accelerator, policy: MappingPolicy, placement: _Placement, *,
+                   stepped: bool, seed: int = 0) -> OpTiming:
     p = slot.params
     rows_total = p.rows * slot.count
     lanes = p.lanes
-    a_bits, w_bits = _act_bits(p), _weight_bits(p)
+    a_bits, w_bits = p.act_bits, p.weight_bits
     m, k, n = op.m, op.k, op.n
     per_exec_count = op.count                    # heads run one after another
-    row_blocks = ceil_div(n, rows_total)
-    k_chunks = ceil_div(k, lanes)
-    if isinstance(p, BinaryBasisParams) and p.mode == "billm":
-        k_chunks = sum(ceil_div(min(BILLM_BLOCK, k - s), lanes) for s in range(0, k, BILLM_BLOCK))  # per block
-    w_src = design.kv_buffer if placement.weight_src == "kv" else design.weight_buffer
+    row_blocks = p.row_blocks(n, slot.count)
+    k_chunks = p.k_chunks(k)                     # BiLLM: per 128-column block
+    w_src = design.buffers[placement.weight_src]
     act_buf = design.activation_buffer
     ii = max(1, ceil_div(lanes * a_bits, act_buf.bits_per_cycle), ceil_div(rows_total * lanes * w_bits,
                                                                                w_src.bits_per_cycle))
     tile_w_bytes = ceil_div(rows_total * k * w_bits, 8)
-    slots = 2 if design.mapping.double_buffer else 1
-    _check_capacity(op, slot, design, placement)
+    slots = 2 if policy.double_buffer else 1
+    _check_capacity(op, slot, design, policy, placement)
 
     w_load = 0 if placement.weight_on_chip else tile_w_bytes
-    if design.mapping.loop_order == "weights-outer" or m == 1:
+    if policy.loop_order == "weights-outer" or m == 1:
         # Activations that do not fit the buffer come from DRAM a token block at a time (as many tokens as one
         # slot of the activation buffer holds); each block meets every weight tile, loaded with the first.
         blocks = [m] if placement.acts_on_chip else _token_blocks(op, k * a_bits, act_buf, slots)
@@ -313,33 +198,30 @@ def _stream_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _Pl
     tile_bytes = [w_load + a for a in act_loads]
     loads = [_dram_cycles(design, b) for b in tile_bytes]
     latency = p.latency
-    if stepped and not isinstance(p, FpMacParams):
-        cycles = _stepped_cycles(op, slot, design, tile_beats, loads, slots, ii, seed)
+    if stepped and p.steppable:
+        cycles = _stepped_cycles(op, slot, design, policy, tile_beats, loads, slots, ii, seed)
     else:
         cycles = feeder_schedule(tile_beats, loads, slots=slots, ii=ii, latency=latency).cycles
     beats = sum(tile_beats)
-    blocks = ceil_div(k, BILLM_BLOCK) if isinstance(p, BinaryBasisParams) and p.mode == "billm" else 1
-    results = row_blocks * m * blocks                      # BiLLM closes a reduction per 128-column block
+    results = row_blocks * m * p.reductions(k)             # BiLLM closes a reduction per 128-column block
 
     ev = Counter()
-    for key, v in _lane_events(p, rows_total).items():
+    for key, v in p.lane_events(rows_total).items():
         ev[key] += v * beats
-    for key, v in _tree_events(p, rows_total).items():
+    for key, v in p.tree_events(rows_total).items():
         ev[key] += v * beats
-    for key, v in _result_events(p, rows_total).items():
+    for key, v in p.result_events(rows_total).items():
         ev[key] += v * results
     payload = lanes * a_bits + rows_total * lanes * w_bits + 1
     ev[("reg_bits",)] += payload * beats                                         # the operand register
     ev[("sram_read", "activations")] += lanes * a_bits * beats
     ev[("sram_read", placement.weight_src)] += rows_total * lanes * w_bits * beats
-    out_bits = p.fp_bits if isinstance(p, FpMacParams) else p.result_layout.fields[0].elem_width
-    ev[("sram_write", "activations")] += m * n * out_bits
+    ev[("sram_write", "activations")] += m * n * p.result_bits
     dram_bytes = sum(tile_bytes)
     ev[("sram_write", placement.weight_src)] += w_load * len(tile_beats) * 8
     ev[("sram_write", "activations")] += sum(act_loads) * 8
     ev[("dram_bits",)] += dram_bytes * 8
-    # QBB's N bases are N MACs per weight; everything else one
-    macs = m * k * n * (op.b_bits if isinstance(p, BinaryBasisParams) and p.mode == "bases" else 1)
+    macs = m * k * n * _macs_per_weight(op)
     scaled = Counter({key: v * per_exec_count for key, v in ev.items()})
     return OpTiming(op, slot.unit, cycles * per_exec_count, scaled, macs=macs * per_exec_count,
                     mac_slots=cycles * per_exec_count * p.macs_per_cycle * slot.count,
@@ -357,32 +239,31 @@ def _token_blocks(op: Op, token_bits: int, act_buf, slots: int) -> list[int]:
     return [size] * (op.m // size) + ([op.m % size] if op.m % size else [])
 
 
-def _check_capacity(op: Op, slot: EngineSlot, design: Accelerator, placement: "_Placement") -> None:
+def _check_capacity(op: Op, slot: EngineSlot, design: Accelerator, policy: MappingPolicy,
+                    placement: "_Placement") -> None:
     """Refuse (:class:`CapacityError`) a stream-engine matmul whose weight tiles or token blocks do not fit their
     buffers; called for every matmul before the first op is timed, and again by the timing itself."""
     p = slot.params
-    if isinstance(p, SystolicArrayParams):
+    if p.timing != "stream":
         return                                  # the closed form streams its operands; no tile to hold
     rows_total = p.rows * slot.count
-    w_bits, slots = _weight_bits(p), 2 if design.mapping.double_buffer else 1
-    w_src = design.kv_buffer if placement.weight_src == "kv" else design.weight_buffer
+    w_bits, slots = p.weight_bits, 2 if policy.double_buffer else 1
+    w_src = design.buffers[placement.weight_src]
     tile_w_bytes = ceil_div(rows_total * op.k * w_bits, 8)
     if not placement.weight_on_chip and tile_w_bytes * slots > w_src.size_bytes:
         raise CapacityError(f"{op.name}: the {w_src.name} buffer ({w_src.size_bytes:,} bytes) cannot hold {slots} "
                             f"tile(s) of {tile_w_bytes:,} bytes ({rows_total} rows × K={op.k} × {w_bits} bits); "
                             f"enlarge buffers.{w_src.name} or use fewer rows")
-    if not placement.acts_on_chip and (design.mapping.loop_order == "weights-outer" or op.m == 1):
-        _token_blocks(op, op.k * _act_bits(p), design.activation_buffer, slots)
+    if not placement.acts_on_chip and (policy.loop_order == "weights-outer" or op.m == 1):
+        _token_blocks(op, op.k * p.act_bits, design.activation_buffer, slots)
 
 
 def _acts_fit(op: Op, slot: EngineSlot, design: Accelerator) -> bool:
     """Whether the op's whole left operand, in the engine's activation format, fits the activation buffer."""
-    p = slot.params
-    bits = p.act_bits if isinstance(p, SystolicArrayParams) else _act_bits(p)
-    return ceil_div(op.m * op.k * bits, 8) <= design.activation_buffer.size_bytes
+    return ceil_div(op.m * op.k * slot.params.act_bits, 8) <= design.activation_buffer.size_bytes
 
 
-def _stepped_shape(op: Op, slot: EngineSlot, design: Accelerator):
+def _stepped_shape(op: Op, slot: EngineSlot, design: Accelerator, policy: MappingPolicy):
     """``(params, m, k, n)`` the stepped kernel runs for ``op``, after refusing what it cannot step — called for
     every matmul before the first op is timed. ``count`` engines in lockstep step as one engine ``count`` times
     as wide; BiLLM's per-block reductions step as reductions of one block each, (token, block) pairs the rows."""
@@ -391,22 +272,23 @@ def _stepped_shape(op: Op, slot: EngineSlot, design: Accelerator):
     from .engine import MAX_STEPPED_BYTES
 
     p = slot.params
-    if isinstance(p, (FpMacParams, SystolicArrayParams)):
+    if not p.steppable:
         return None                                     # closed form in both modes
     if slot.count > 1:
         p = replace(p, rows=p.rows * slot.count)
     m, k, n = op.m, op.k, op.n
-    if design.mapping.loop_order == "tokens-outer" and m > 1:
+    if policy.loop_order == "tokens-outer" and m > 1:
         raise ValueError(f"{op.name}: the stepped mode follows the engine's own beat order (the weights-outer "
                          "loop); the fast mode covers tokens-outer")
     if not _acts_fit(op, slot, design):
         raise ValueError(f"{op.name}: the stepped mode needs the activations on chip (one pass over all tokens); "
                          "the fast mode covers activations streamed in token blocks")
-    if isinstance(p, BinaryBasisParams) and p.mode == "billm":
-        if k % BILLM_BLOCK:
+    block = p.reduction_block
+    if block is not None:
+        if k % block:
             raise ValueError(f"{op.name}: the stepped mode runs BiLLM layers whose K is a multiple of "
-                             f"{BILLM_BLOCK}, not {k}")
-        m, k = m * (k // BILLM_BLOCK), BILLM_BLOCK
+                             f"{block}, not {k}")
+        m, k = m * (k // block), block
     n_ch = sum(p.rows if c.per_row else 1 for c in p.channels())
     if p.n_beats(n, k, m) * n_ch * 8 > MAX_STEPPED_BYTES:
         raise ValueError(f"{op.name}: stepping {p.n_beats(n, k, m):,} beats × {n_ch} channels needs more than "
@@ -414,44 +296,26 @@ def _stepped_shape(op: Op, slot: EngineSlot, design: Accelerator):
     return p, m, k, n
 
 
-def _stepped_cycles(op: Op, slot: EngineSlot, design: Accelerator, tile_beats, loads, slots, ii, seed) -> int:
+def _stepped_cycles(op: Op, slot: EngineSlot, design: Accelerator, policy: MappingPolicy, tile_beats, loads, slots,
+                    ii, seed) -> int:
     """The stepped kernel on random operands of the op's shape, in the engine's operand ranges (timing does not
     depend on values)."""
     from .engine import Feeder, simulate
 
-    p, m, k, n = _stepped_shape(op, slot, design)
-    rng = np.random.default_rng(seed)
-    lo, hi = signed_range(p.act_bits) if hasattr(p, "act_bits") else (-1, 1)
-
-    def acts(shape):
-        return rng.integers(lo, hi + 1, shape)
-
-    if isinstance(p, TernaryMacParams):
-        w, x = rng.integers(-1, 2, (n, k)), acts((m, k))
-    elif isinstance(p, XnorPopcountParams):
-        w, x = rng.choice([-1, 1], (n, k)), rng.choice([-1, 1], (m, k))
-    elif isinstance(p, BammParams):
-        w, x = rng.choice([-1, 1], (n, k)), rng.integers(0, 2, (m, k))
-    elif isinstance(p, BinaryBasisParams):
-        if p.mode == "billm":
-            w = np.stack([rng.integers(0, 3, (n, k)), rng.choice([-1, 1], (n, k)), rng.choice([-1, 1], (n, k))])
-        else:
-            w = rng.choice([-1, 1], (p.n_bases, n, k))
-        x = acts((m, k))
-    else:                                               # int8-MAC
-        w_lo, w_hi = signed_range(p.weight_bits)
-        w, x = rng.integers(w_lo, w_hi + 1, (n, k)), acts((m, k))
+    p, m, k, n = _stepped_shape(op, slot, design, policy)
+    w, x, extra = p.random_operands(np.random.default_rng(seed), m, k, n)
     assert len(tile_beats) == p.row_blocks(n) and sum(tile_beats) == p.n_beats(n, k, m), "checked up front"
-    run = simulate(p, w, x, feeder=Feeder(tuple(tile_beats), tuple(loads), slots, ii))
+    run = simulate(p, w, x, extra=extra, feeder=Feeder(tuple(tile_beats), tuple(loads), slots, ii))
     return run.last_output_cycle + 1
 
 
 # -- systolic arrays, vector unit, memory ---------------------------------------------------------------------
 
-def _systolic_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _Placement) -> OpTiming:
+def _systolic_timing(op: Op, slot: EngineSlot, design: Accelerator, policy: MappingPolicy, placement: _Placement, *,
+                     stepped: bool, seed: int = 0) -> OpTiming:
     from .systolic import gemm
 
-    p: SystolicArrayParams = slot.params
+    p = slot.params                     # a SystolicArrayParams: closed form in both modes
     run = gemm(p, op.m, op.k, op.n)
     # the op ends when its last output is in the buffer: the output-stationary drain tail counts here
     compute = run.cycles + run.drain_tail
@@ -459,7 +323,7 @@ def _systolic_timing(op: Op, slot: EngineSlot, design: Accelerator, placement: _
     a_bytes = 0 if placement.acts_on_chip else ceil_div(op.m * op.k * p.act_bits, 8)
     dram = w_bytes + a_bytes
     dram_cycles = _dram_cycles(design, dram)
-    cycles = max(compute, dram_cycles) if design.mapping.double_buffer else compute + dram_cycles
+    cycles = max(compute, dram_cycles) if policy.double_buffer else compute + dram_cycles
     ev = Counter()
     ev[("int_mul", p.act_bits, p.weight_bits)] += run.macs
     ev[("int_add", p.acc_width)] += run.macs
@@ -534,24 +398,33 @@ def _placement(op: Op, slot: EngineSlot, design: Accelerator, *, weights_on_chip
                       _acts_fit(op, slot, design))
 
 
+#: How each unit's ``timing`` model is timed (``UnitParams.timing``).
+_TIMINGS = {"stream": _stream_timing, "systolic": _systolic_timing}
+
+
 def time_op(op: Op, design: Accelerator, *, weights_on_chip: bool, kv_on_chip: bool, stepped: bool = False,
-            seed: int = 0) -> OpTiming:
-    """Map one operation onto the design and time it (``stepped`` runs stream matmuls through the kernel)."""
+            seed: int = 0, policy: MappingPolicy | None = None) -> OpTiming:
+    """Map one operation onto the design under ``policy`` (default :class:`MappingPolicy()`) and time it
+    (``stepped`` runs stream matmuls through the kernel)."""
+    policy = policy if policy is not None else MappingPolicy()
     if op.kind == "vector":
         return _vector_timing(op, design)
     if op.kind == "memory":
         return _memory_timing(op, design, kv_on_chip)
     slot = design.engine_for(op.unit, op=op.name)
-    _check_fit(slot, op)
+    slot.params.check_fits(op)
     placement = _placement(op, slot, design, weights_on_chip=weights_on_chip, kv_on_chip=kv_on_chip)
-    if isinstance(slot.params, SystolicArrayParams):
-        return _systolic_timing(op, slot, design, placement)
-    return _stream_timing(op, slot, design, placement, stepped=stepped, seed=seed)
+    return _TIMINGS[slot.params.timing](op, slot, design, policy, placement, stepped=stepped, seed=seed)
 
 
 def simulate_model(model, scheme, design, *, seq_len: int = 128, decode_steps: int = 0, batch: int = 1,
-                   stepped: bool = False, workload: Workload | None = None) -> ModelRun:
-    """Run ``model`` under ``scheme`` on ``design``; every check happens before the first op is timed.
+                   stepped: bool = False, workload: Workload | None = None,
+                   policy: MappingPolicy | None = None) -> ModelRun:
+    """Run ``model`` under ``scheme`` on ``design`` with the mapping ``policy``; every check happens before the
+    first op is timed.
+
+    ``design`` is anything :func:`hw.accelerator.load_design_with_policy` takes; ``policy=None`` uses the design
+    file's ``[mapping]`` table (the defaults for an :class:`Accelerator` or a file without one).
 
     A design that cannot run some op is refused with ``ValueError``; one whose buffers are too small for some
     op's tiles with its subclass :class:`CapacityError`, raised only after every other check has passed (so a
@@ -559,24 +432,27 @@ def simulate_model(model, scheme, design, *, seq_len: int = 128, decode_steps: i
     """
     cfg = load_config(model)
     sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
-    acc = load_design(design)
+    acc, default_policy = load_design_with_policy(design)
+    policy = policy if policy is not None else default_policy
     wl = workload or extract_workload(cfg, sch, seq_len=seq_len, decode_steps=decode_steps, batch=batch)
     matmuls = [(op, acc.engine_for(op.unit, op=op.name)) for op in wl.ops if op.kind == "matmul"]
     # Refuse a design without an engine for some op, or an op it cannot run, before any timing.
     for op, slot in matmuls:
-        _check_fit(slot, op)
+        slot.params.check_fits(op)
         if stepped:
-            _stepped_shape(op, slot, acc)
+            _stepped_shape(op, slot, acc, policy)
     weight_bytes = _weight_footprint(wl.ops, acc)
-    resident = acc.mapping.weights == "resident-if-fits" and weight_bytes <= acc.weight_buffer.size_bytes
+    resident = policy.weights == "resident-if-fits" and weight_bytes <= acc.weight_buffer.size_bytes
     kv_on_chip = _kv_footprint(cfg, seq_len, decode_steps, sch.fp_bits) * batch <= acc.kv_buffer.size_bytes
     # ... and buffers too small for some op's tiles, last (CapacityError), still before any timing
     for op, slot in matmuls:
-        _check_capacity(op, slot, acc, _placement(op, slot, acc, weights_on_chip=resident, kv_on_chip=kv_on_chip))
-    timings = [time_op(op, acc, weights_on_chip=resident, kv_on_chip=kv_on_chip, stepped=stepped) for op in wl.ops]
+        _check_capacity(op, slot, acc, policy, _placement(op, slot, acc, weights_on_chip=resident,
+                                                          kv_on_chip=kv_on_chip))
+    timings = [time_op(op, acc, weights_on_chip=resident, kv_on_chip=kv_on_chip, stepped=stepped, policy=policy)
+               for op in wl.ops]
     if resident:
         # the one-time load of every weight into the buffer, before the first op
         load = Op("load_weights", "memory", "load_weights", "fp-vector", "prefill", bytes=weight_bytes)
         ev = Counter({("dram_bits",): weight_bytes * 8, ("sram_write", "weights"): weight_bytes * 8})
         timings.insert(0, OpTiming(load, "memory", _dram_cycles(acc, weight_bytes), ev, dram_bytes=weight_bytes))
-    return ModelRun(cfg.name, sch.name, acc, seq_len, decode_steps, timings, weight_bytes, resident)
+    return ModelRun(cfg.name, sch.name, acc, seq_len, decode_steps, timings, weight_bytes, resident, policy)

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.params import SystolicArrayParams
+from hw.units import SystolicArrayParams
 from models.intops import signed_range
 
 from .kernels import systolic as kernel

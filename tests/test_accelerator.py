@@ -121,3 +121,65 @@ def test_missing_engine_names_the_op():
     with pytest.raises(ValueError, match=r"design 'tiny' has no fp-mac engine \(needed by layer.attn.qk\); it has: "
                                          r"ternary-mac"):
         d.engine_for("fp-mac", op="layer.attn.qk")
+
+
+# -- structure apart from the mapping policy; buffers by role; the post-processing unit (issue 10, item 1) -----------
+
+def test_structure_and_policy_are_apart():
+    from hw.accelerator import MappingPolicy, load_design_with_policy
+
+    with_table = {**BASE, "mapping": {"loop_order": "tokens-outer", "double_buffer": False}}
+    acc, policy = load_design_with_policy(with_table)
+    assert policy == MappingPolicy(loop_order="tokens-outer", double_buffer=False)
+    assert acc == Accelerator.from_dict(BASE) and "mapping" not in acc.to_dict()      # structure only
+    assert load_design_with_policy(BASE)[1] == MappingPolicy()                        # no table: the defaults
+    assert load_design_with_policy(acc)[1] == MappingPolicy()
+    assert policy.with_overrides({"weights": "resident-if-fits"}) == MappingPolicy("tokens-outer", False,
+                                                                                     "resident-if-fits")
+    with pytest.raises(ValueError, match=r"unknown mapping key\(s\) \['colour'\]; known: loop_order, double_buffer, "
+                                         r"weights"):
+        policy.with_overrides({"colour": 1})
+    with pytest.raises(ValueError, match="mapping.weights must be one of"):
+        policy.with_overrides({"weights": "cached"})
+    assert MappingPolicy.parse_overrides("double_buffer=false, loop_order=tokens-outer") == \
+        {"double_buffer": False, "loop_order": "tokens-outer"}
+    with pytest.raises(ValueError, match=r"unknown mapping key\(s\) \['speed'\]"):
+        MappingPolicy.parse_overrides("speed=11")
+    with pytest.raises(ValueError, match="expected key=value"):
+        MappingPolicy.parse_overrides("double_buffer")
+
+
+def test_buffers_by_role_and_the_post_unit():
+    d = Accelerator.from_dict(BASE)
+    assert list(d.buffers) == ["weights", "activations", "kv"]
+    assert (d.weight_buffer, d.activation_buffer, d.kv_buffer) == tuple(d.buffers.values())
+    assert all(b.name == role for role, b in d.buffers.items())
+    with pytest.raises(TypeError):
+        d.buffers["kv"] = d.weight_buffer                      # read-only
+    assert (d.post.lanes, d.post.latency) == (8, 2)             # the vector unit's lanes by default
+    own = Accelerator.from_dict({**BASE, "post": {"lanes": 4, "latency": 3}})
+    assert (own.post.lanes, own.post.latency) == (4, 3) and Accelerator.from_dict(own.to_dict()) == own
+    assert hash(own) == hash(Accelerator.from_dict(own.to_dict()))
+
+
+@pytest.mark.parametrize("post,message", [
+    ({"lanes": 0}, "post.lanes must be in [1, 65536], not 0"),
+    ({"latency": -1}, "post.latency must be in [0, 64], not -1"),
+    ({"depth": 2}, "post: unknown field(s) ['depth']"),
+])
+def test_bad_post_unit_is_refused_naming_the_field(post, message):
+    with pytest.raises((ValueError, TypeError)) as info:
+        Accelerator.from_dict({**BASE, "post": post})
+    assert message in str(info.value)
+
+
+def test_a_systolic_array_serves_int8_work_unless_an_int8_engine_is_there():
+    fp = {"unit": "fp-mac", "lanes": 4, "rows": 4}
+    array = {"unit": "systolic", "rows": 4, "cols": 4}
+    mac = {"unit": "int8-mac", "lanes": 4, "rows": 4}
+    assert Accelerator.from_dict({**BASE, "engines": [array, fp]}).engine_for("int8-mac").unit == "systolic"
+    assert Accelerator.from_dict({**BASE, "engines": [array, mac]}).engine_for("int8-mac").unit == "int8-mac"
+    with pytest.raises(ValueError, match=r"engines\[0\] \(fp-vector\): unit 'fp-vector' cannot be an engine"):
+        Accelerator.from_dict({**BASE, "engines": [{"unit": "fp-vector", "lanes": 4}]})
+    with pytest.raises(ValueError, match=r"engines\[systolic\].count must be 1, not 2"):
+        Accelerator.from_dict({**BASE, "engines": [{**array, "count": 2}]})

@@ -17,7 +17,6 @@ after each linear.
 
 import pytest
 
-from hw.accelerator import Accelerator
 from sim.energy import price_events
 from sim.model import simulate_model
 from sim.tech import get_technology
@@ -77,7 +76,7 @@ def _vector(ops, bits):
 
 
 def _run(design: dict, scheme: str):
-    run = simulate_model(CONFIG, scheme, Accelerator.from_dict(design), seq_len=SEQ)
+    run = simulate_model(CONFIG, scheme, design, seq_len=SEQ)        # the design's tables and its mapping policy
     return run, price_events(run.events(), get_technology("45nm"), run.design)
 
 

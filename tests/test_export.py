@@ -402,7 +402,7 @@ def test_manifest_packer_sends_what_lowbit_sends(name):
     p, problem, (weights, acts, alpha), _ = _case(name)
     m = json.loads(json.dumps(manifest(p)))                 # JSON only from here on
     mine = pack_from_manifest(m, problem, M, K, T)
-    beats = p.operand_beats(weights, acts, **({"alpha": alpha} if alpha is not None else {}))
+    beats = p.operand_beats(weights, acts, alpha)
     theirs = p.operand_layout.pack(len(beats["last"]), **beats)
     assert mine.shape == theirs.shape
     diff = np.argwhere(mine != theirs)

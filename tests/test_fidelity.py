@@ -82,3 +82,63 @@ def test_billm_and_qbb_beat_naive_sign_binarization():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match=r"unknown fidelity method\(s\) \['gptq'\]"):
         fidelity_table(["gptq"])
+
+
+# -- the integer-only deployment path (models.intpath) ------------------------------------------------------
+
+def test_integer_rows_follow_their_float_models():
+    from models.fidelity import integer_fidelity_table
+    rows = {r.scheme: r for r in integer_fidelity_table(["bitnet-b1.58", "int8"])}
+    for r in rows.values():
+        # the integer path is the float-simulated model up to the fixed-point rescale: as close to it as the same
+        # float model is to itself in float64 (requantizing every linear input carries any rounding difference on)
+        assert r.int_vs_float > 0.99 and abs(r.int_cos - r.float_cos) < 0.005, r
+        assert r.float64_cos > 0.99
+    assert rows["int8"].int_cos > 0.99 and rows["bitnet-b1.58"].int_cos < 0.6     # W8A8 stays close, 1.58 bits not
+
+
+def test_integer_bibert_attention_equals_the_float_model_on_real_tokens():
+    from models.apply import quantize_model
+    from models.checkpoint import load_minilm
+    from models.fidelity import IntegerBiAttention
+    model = quantize_model(load_minilm(), "bibert:zero_policy=pos")
+    ids, mask = tokenize(["A short one.", "A much longer sentence than the first one, with many more words."])
+    x = model.embed(ids)
+    additive = (1.0 - mask[:, None, None, :].float()) * -10000.0
+    attn = model.layers[0].attn
+    with torch.no_grad():
+        want = attn(x, additive)
+        got = IntegerBiAttention(attn)(x, additive)
+    real = mask.bool()
+    # float32 reference vs the exact integer path: its rescale bound (2^-16 + 2^-21·Σ|dot|) plus float32 slack
+    assert (got[real] - want[real]).abs().max() < 1e-3
+    assert (got[~real] == 0).all()
+
+
+def test_integer_section_is_the_pages_last_and_is_replaced_in_place():
+    from models.fidelity import INTEGER_HEADING, integer_section, integer_section_of, with_integer_section
+    page = "# Title\n\nbody\n"
+    sec = integer_section("| t |", "lowbit fidelity --integer")
+    once = with_integer_section(page, sec)
+    assert once.startswith(page.rstrip("\n")) and once.endswith(sec) and once.count(INTEGER_HEADING) == 1
+    assert with_integer_section(once, integer_section("| u |", "cmd")).count(INTEGER_HEADING) == 1
+    assert integer_section_of(once) == sec and integer_section_of(page) is None
+    assert with_integer_section(once, None) == page
+    with pytest.raises(ValueError, match="no integer path for \\['gptq'\\]"):
+        from models.fidelity import integer_fidelity_table
+        integer_fidelity_table(["gptq"])
+
+
+def test_cli_integer_flag_rewrites_only_the_integer_section(tmp_path, capsys):
+    from lowbit.cli import main
+    from models.fidelity import INTEGER_HEADING
+    page = tmp_path / "fidelity.md"
+    page.write_text("# Kept\n\n| method | mean cos |\n| sign | 0.2671 |\n")
+    assert main(["fidelity", "--integer", "--methods", "int8", "-o", str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith("# Kept\n\n| method | mean cos |\n| sign | 0.2671 |\n\n" + INTEGER_HEADING)
+    assert "`lowbit fidelity --integer --methods int8 -o " in text and "| int8 | 8 |" in text
+    assert main(["fidelity", "--integer", "--methods", "int8", "-o", str(page)]) == 0
+    assert page.read_text().count(INTEGER_HEADING) == 1
+    assert main(["fidelity", "--integer", "--methods", "gptq"]) == 2
+    assert "no integer path for ['gptq']" in capsys.readouterr().err

@@ -2,13 +2,15 @@
 """Parameter objects, payload layouts and the beat schedule of the ternary-MAC engine."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
 
 from hw.contract import Traffic
 from hw.layout import PayloadLayout
-from hw.params import BinaryBasisParams, TernaryMacParams, XnorPopcountParams, params_for_unit
+from hw.params import (CYCLES_FORMULA, BammParams, BinaryBasisParams, EngineParams, FpMacParams, Int8MacParams,
+                       SystolicArrayParams, TernaryMacParams, XnorPopcountParams, params_for_unit)
 from hw.rtl import amaranth_layout
 from sim.engine import simulate
 
@@ -213,10 +215,165 @@ def test_cycle_formula_equals_simulator_and_rtl(name, p, m, k, tokens, beats, st
     from rtl_tests.levels import amaranth_level
 
     w, x, alpha = _cycle_operands(p, m, k, tokens)
-    sim = simulate(p, w, x, alpha=alpha)
+    sim = simulate(p, w, x, extra=alpha)
     [rtl] = amaranth_level(p, w, x, [Traffic.full()], alpha=alpha)
     assert (sim.first_input_cycle, sim.last_output_cycle) == (0, cycles - 1)
     assert sim.cycles == rtl.cycles == cycles
     assert p.cycles(m, k, tokens) == rtl.cycles
     for field_name, value in sim.results.items():
         np.testing.assert_array_equal(rtl.fields[field_name], value)
+
+
+# -- per-unit facts asked of the unit (issue 10, item 1) ---------------------------------------------------------
+
+UNITS = [
+    TernaryMacParams(lanes=5, rows=3, max_k=64),
+    TernaryMacParams(lanes=8, rows=2, max_k=64, act_bits=4, zero_skip=True),
+    XnorPopcountParams(lanes=7, rows=3, max_k=64, threshold="strict"),
+    BammParams(lanes=6, rows=4, max_k=64),
+    BammParams(lanes=5, rows=2, max_k=64, identity="xnor", zero_policy="neg"),
+    BinaryBasisParams(lanes=4, rows=3, max_k=64, n_bases=3),
+    BinaryBasisParams(lanes=4, rows=2, max_k=64, n_bases=2, scale_bits=6),
+    BinaryBasisParams(lanes=8, rows=2, max_k=64, n_bases=2, lut_group=4),
+    BinaryBasisParams(lanes=4, rows=3, max_k=256, mode="billm"),
+    Int8MacParams(lanes=5, rows=2, max_k=64),
+    Int8MacParams(lanes=4, rows=3, max_k=64, act_bits=6, weight_bits=4),
+]
+_IDS = [p.module_name for p in UNITS]
+
+
+def test_cycles_formula_text_is_the_method():
+    """The manifest's prose formula, evaluated, equals EngineParams.cycles on many shapes of every unit."""
+    from fractions import Fraction
+    from math import ceil
+
+    from hw.export import _contract
+
+    assert _contract(UNITS[0])["cycles_at_full_throughput"] == CYCLES_FORMULA
+    rng = np.random.default_rng(5)
+    for p in UNITS:
+        for _ in range(40):
+            m, k, t = (int(v) for v in (rng.integers(1, 40), rng.integers(1, p.max_k + 1), rng.integers(1, 9)))
+            names = {"M": Fraction(m), "K": Fraction(k), "tokens": t, "rows": p.rows, "lanes": p.lanes,
+                     "latency_cycles": p.latency, "ceil": ceil}
+            assert eval(CYCLES_FORMULA, {"__builtins__": {}}, names) == p.cycles(m, k, t), (p, m, k, t)
+
+
+def test_operand_widths_come_from_the_payload_layout():
+    # Units with an act_bits / weight_bits parameter keep it as a field; the layout-derived value must agree.
+    for p in UNITS:
+        assert EngineParams.act_bits.fget(p) == p.act_bits, p
+        assert EngineParams.weight_bits.fget(p) == p.weight_bits, p
+    widths = {p.module_name: (p.act_bits, p.weight_bits) for p in UNITS}
+    assert widths[UNITS[0].module_name] == (8, 2)          # 2-bit ternary codes
+    assert widths[UNITS[2].module_name] == (1, 1)          # XNOR bits
+    assert widths[UNITS[3].module_name] == (1, 1)          # BAMM: attention bit, value sign
+    assert widths[UNITS[5].module_name] == (8, 3)          # one bit per basis
+    assert widths[UNITS[8].module_name] == (8, 4)          # BiLLM: 2-bit group + two signs
+    assert widths[UNITS[10].module_name] == (6, 4)
+    fp = FpMacParams(lanes=4, rows=4, fp_bits=32)
+    assert (fp.act_bits, fp.weight_bits, fp.result_bits) == (32, 32, 32)
+
+
+@pytest.mark.parametrize("p", UNITS, ids=_IDS)
+def test_random_operands_are_valid_operands_and_finish_takes_one_signature(p):
+    rng = np.random.default_rng(3)
+    m, k, n = 3, min(p.max_k, 11), 5
+    w, x, extra = p.random_operands(rng, m, k, n)
+    p.check_operands(w, x, extra)                       # the unit's own value sets
+    run = simulate(p, w, x, extra=extra)
+    beats = p.operand_beats(w, x, extra)
+    assert set(beats) == {f.name for f in p.operand_layout.fields}
+    assert set(run.results) == {f.name for f in p.result_layout.fields}
+    if extra is None:
+        with pytest.raises(ValueError, match="alpha|no extra operand"):
+            p.operand_beats(w, x, np.zeros((p.n_bases if hasattr(p, "n_bases") else 1, n), np.int64))
+
+
+@pytest.mark.parametrize("p", UNITS, ids=_IDS)
+def test_weight_image_is_the_weight_side_of_the_operand_beats(p):
+    rng = np.random.default_rng(4)
+    m, k = 2 * p.rows + 1, min(p.max_k, 3 * p.lanes - 1)       # a partial row block and a partial chunk
+    w, x, extra = p.random_operands(rng, 1, k, m)
+    image = p.weight_image(w, extra)
+    nb, nk = p.row_blocks(m), p.beats_per_reduction(k)
+    assert image.dtype == np.uint8 and image.shape == (nb * nk * p.weight_beat_bytes,)
+    assert p.weight_beat_bytes == -(-p.weight_beat_layout.width // 8)
+    # one token: the beats run in (row block, chunk) order, exactly the image's order
+    beats = p.operand_beats(w, x, extra)
+    layout = p.weight_beat_layout
+    packed = layout.pack(len(beats["last"]), **{f.name: beats[f.name] for f in layout.fields})
+    np.testing.assert_array_equal(image.reshape(nb * nk, -1), packed)
+    back, back_extra = p.weights_from_image(image, m, k)
+    np.testing.assert_array_equal(back, w)
+    if extra is None:
+        assert back_extra is None
+    else:
+        np.testing.assert_array_equal(back_extra, extra)
+    with pytest.raises(ValueError, match="weight image"):
+        p.weights_from_image(image[:-1], m, k)
+
+
+@pytest.mark.parametrize("p", UNITS, ids=_IDS)
+def test_result_records_round_trip(p):
+    rng = np.random.default_rng(6)
+    m, k, t = 7, min(p.max_k, 9), 3
+    w, x, extra = p.random_operands(rng, t, k, m)
+    fields = simulate(p, w, x, extra=extra).results
+    records = p.pack_results(fields)
+    assert records.dtype == np.int32 and records.shape == (t, m, p.result_words)
+    back = p.unpack_results(records)
+    assert list(back) == [f.name for f in p.result_layout.fields]
+    for name, value in fields.items():
+        np.testing.assert_array_equal(back[name], value)
+    # record layout: the first field's elements first (docs/isa.md §2)
+    first = p.result_layout.fields[0]
+    np.testing.assert_array_equal(records[..., 0], np.moveaxis(fields[first.name], -1, 1).reshape(t, m, -1)[..., 0])
+
+
+def test_result_words_per_unit():
+    words = {p.module_name: p.result_words for p in UNITS}
+    assert [words[p.module_name] for p in (UNITS[0], UNITS[2], UNITS[3], UNITS[5], UNITS[6], UNITS[8], UNITS[9])] \
+        == [1, 2, 2, 3, 3, 7, 1]     # acc; dot+bit; count+sign; 3 sums; 2 sums + y; 4 sums + 3 means; acc
+    with pytest.raises(ValueError, match="outside int32"):
+        UNITS[0].pack_results({"acc": np.full((1, 2), 1 << 40)})
+
+
+def test_fit_rules_are_the_units_and_name_the_op():
+    from models.workload import Op
+
+    def op(**kw):
+        return Op("layer.x", "matmul", "linear", "ternary-mac", "prefill", **{"m": 4, "k": 64, "n": 8, "a_bits": 8,
+                                                                              "b_bits": 2, **kw})
+
+    cases = [
+        (TernaryMacParams(lanes=4, rows=2, max_k=32), op(),
+         "reductions of 64 exceed the ternary-mac engine's max_k=32"),
+        (TernaryMacParams(lanes=4, rows=2, act_bits=4), op(), "8-bit activations exceed the ternary-mac engine's "
+                                                             "act_bits=4"),
+        (Int8MacParams(lanes=4, rows=2, weight_bits=4), op(b_bits=8), "8-bit weights exceed the int8-mac engine's "
+                                                                     "weight_bits=4"),
+        (BinaryBasisParams(lanes=4, rows=2), op(weight_layout="billm"), "needs a binary-basis engine in billm mode"),
+        (BinaryBasisParams(lanes=4, rows=2, n_bases=2), op(b_bits=3, weight_layout="bases"),
+         "3 binary bases exceed the binary-basis engine's n_bases=2"),
+        (SystolicArrayParams(rows=2, cols=2, acc_width=16), op(acc_bits=25), "25-bit accumulators exceed the systolic"),
+        (FpMacParams(lanes=2, rows=2), op(a_bits=32), "fp32 operands exceed the fp-mac engine's fp16"),
+    ]
+    for p, o, message in cases:
+        with pytest.raises(ValueError, match=re.escape(f"layer.x: {message}")):
+            p.check_fits(o)
+    # BiLLM reduces per 128-column block: a 4096-long row fits a max_k=128 engine
+    billm = BinaryBasisParams(lanes=4, rows=2, max_k=128, mode="billm")
+    assert billm.reduction_block == 128 and BinaryBasisParams(lanes=4, rows=2).reduction_block is None
+    billm.check_fits(op(k=4096, weight_layout="billm"))
+    assert (billm.k_chunks(300), billm.reductions(300)) == (32 + 32 + 11, 3)
+
+
+def test_systolic_array_has_its_own_kind_and_serves_int8_work():
+    from models.units import UnitKind
+
+    array = SystolicArrayParams(rows=4, cols=4)
+    assert array.kind is UnitKind.SYSTOLIC and array.serves("int8-mac") and array.serves(UnitKind.SYSTOLIC)
+    assert not array.serves("ternary-mac") and not Int8MacParams(lanes=2, rows=2).serves("systolic")
+    with pytest.raises(ValueError, match="has no generator"):
+        params_for_unit("systolic")

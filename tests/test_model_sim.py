@@ -23,8 +23,9 @@ TINY_LLAMA = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, 
 
 
 def _design(engines, *, bandwidth=0.4, banks=1, act_banks=1, kv_kib=64, w_kib=16, double_buffer=True,
-            weights="stream"):
-    return Accelerator.from_dict({
+            weights="stream") -> dict:
+    """A design file's tables: the structure and, in its mapping table, the runs' default policy."""
+    return {
         "name": "small", "clock_mhz": 100, "engines": engines,
         "buffers": {"weights": {"size_kib": w_kib, "banks": banks, "word_bits": 32},
                     "activations": {"size_kib": 16, "banks": act_banks, "word_bits": 32},
@@ -32,7 +33,7 @@ def _design(engines, *, bandwidth=0.4, banks=1, act_banks=1, kv_kib=64, w_kib=16
         "dram": {"bandwidth_gbps": bandwidth, "latency_cycles": 3},
         "vector": {"lanes": 4},
         "mapping": {"double_buffer": double_buffer, "weights": weights},
-    })
+    }
 
 
 FP = {"unit": "fp-mac", "lanes": 4, "rows": 4}
@@ -207,7 +208,7 @@ def test_a_buffer_too_small_for_one_tile_is_refused():
     design = _design(ENGINES["bitnet-b1.58"])
     with pytest.raises(ValueError, match=r"the weights buffer \(16,384 bytes\) cannot hold 2 tile\(s\)"):
         simulate_model("bert-base", "bitnet-b1.58", Accelerator.from_dict({
-            **design.to_dict(), "engines": [{"unit": "ternary-mac", "lanes": 8, "rows": 64, "max_k": 4096},
+            **design, "engines": [{"unit": "ternary-mac", "lanes": 8, "rows": 64, "max_k": 4096},
                                             {"unit": "fp-mac", "lanes": 4, "rows": 4}]}), seq_len=8)
 
 
@@ -336,8 +337,9 @@ def test_stepped_mode_draws_operands_in_the_engines_ranges():
     # operand checks refuse anything outside the engine's widths) and agree with the fast mode.
     from models.workload import Op
     from sim.model import time_op
-    design = _design([{"unit": "ternary-mac", "lanes": 8, "rows": 4, "max_k": 128, "act_bits": 4},
-                      {"unit": "int8-mac", "lanes": 8, "rows": 4, "max_k": 128, "act_bits": 4, "weight_bits": 4}])
+    design = Accelerator.from_dict(_design([{"unit": "ternary-mac", "lanes": 8, "rows": 4, "max_k": 128, "act_bits": 4},
+                                            {"unit": "int8-mac", "lanes": 8, "rows": 4, "max_k": 128, "act_bits": 4,
+                                             "weight_bits": 4}]))
     for unit in ("ternary-mac", "int8-mac"):
         op = Op("probe", "matmul", "linear", unit, "prefill", m=5, k=40, n=12, a_bits=4, b_bits=2 if unit ==
                 "ternary-mac" else 4, weight=True)
@@ -349,8 +351,7 @@ def test_stepped_mode_draws_operands_in_the_engines_ranges():
 def test_stepped_only_limits_are_refused_before_any_timing(monkeypatch):
     import sim.model
     cfg = load_config(TINY_BERT)
-    design = Accelerator.from_dict({**_design(ENGINES["bitnet-b1.58"]).to_dict(),
-                                    "mapping": {"loop_order": "tokens-outer"}})
+    design = {**_design(ENGINES["bitnet-b1.58"]), "mapping": {"loop_order": "tokens-outer"}}
     assert simulate_model(cfg, "bitnet-b1.58", design, seq_len=9).cycles > 0          # the fast mode covers it
 
     def no_timing(*args, **kwargs):
@@ -511,3 +512,43 @@ def test_untimed_mac_counts_are_the_timed_ones():
         wl = extract_workload("bert-base", scheme, seq_len=16)
         run = simulate_model("bert-base", scheme, design, seq_len=16, workload=wl)
         assert workload_macs_by_kind(wl.ops) == run.macs_by_kind(), scheme
+
+
+# -- the mapping policy is a per-run argument (issue 10, item 1) ---------------------------------------------------
+
+def test_mapping_policy_is_an_argument_of_the_run(capsys, tmp_path):
+    from hw.accelerator import MappingPolicy
+
+    cfg = load_config(TINY_BERT)
+    tables = _design(ENGINES["bitnet-b1.58"], bandwidth=0.05)
+    structure = Accelerator.from_dict(tables)
+    by_table = simulate_model(cfg, "bitnet-b1.58", {**tables, "mapping": {"double_buffer": False}}, seq_len=9)
+    by_argument = simulate_model(cfg, "bitnet-b1.58", structure, seq_len=9, policy=MappingPolicy(double_buffer=False))
+    default = simulate_model(cfg, "bitnet-b1.58", structure, seq_len=9)
+    assert by_table.cycles == by_argument.cycles > default.cycles          # slow DRAM: double buffering hides loads
+    assert by_argument.policy == MappingPolicy(double_buffer=False) and default.policy == MappingPolicy()
+    # the CLI: --mapping overrides the design file's table, is reported, and refuses unknown keys by name
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(tables))
+    base = ["simulate", "model", "--model", "bert-base", "--scheme", "bitnet-b1.58", "--design", "ternary",
+            "--seq", 16, "--json"]
+    code, out, _ = _run_cli(base, capsys)
+    weights_outer = json.loads(out)
+    code2, out2, _ = _run_cli([*base, "--mapping", "loop_order=tokens-outer"], capsys)
+    tokens_outer = json.loads(out2)
+    assert code == code2 == 0 and weights_outer["mapping"]["loop_order"] == "weights-outer"
+    assert tokens_outer["mapping"] == {**weights_outer["mapping"], "loop_order": "tokens-outer"}
+    assert tokens_outer["cycles"] != weights_outer["cycles"]
+    code, _, err = _run_cli([*base, "--mapping", "loop_order=tokens-outer,colour=red"], capsys)
+    assert code == 2 and "unknown mapping key(s) ['colour']" in err
+    code, _, err = _run_cli(["report", "model", "--design", str(path), "--mapping", "double_buffer=perhaps",
+                             "-o", tmp_path], capsys)
+    assert code == 2 and "mapping.double_buffer must be true or false, not 'perhaps'" in err
+
+
+def test_vector_mix_adds_up_to_the_workloads_vector_flops():
+    from models.workload import VECTOR_FLOPS
+    from sim.model import VECTOR_MIX
+
+    assert VECTOR_MIX.keys() == VECTOR_FLOPS.keys()
+    assert {op: sum(mix) for op, mix in VECTOR_MIX.items()} == VECTOR_FLOPS

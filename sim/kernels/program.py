@@ -1,0 +1,148 @@
+"""The timing of a program (docs/isa.md §4) in one jitted pass over its instructions, in program order.
+
+Every instruction is reduced to a class, a queue, its four dependency bits and its duration parameters (the
+caller, ``sim.machine``, derives them from the instruction's fields and the design: in closed form in the fast
+mode, from the unit kernels in the stepped mode). The pass keeps each queue's free cycle, the compute queue's
+issue pipeline, and the four token queues as FIFOs of cycle numbers; because a well-formed program pushes every
+token before it is popped (``isa.validate``), one pass in program order is exact.
+"""
+
+import numpy as np
+
+from . import cached_njit
+
+# instruction classes
+TRANSFER = 0      # LOAD / STORE: `dur` cycles on its queue
+MATMUL = 1        # `dur` beats every `ii` cycles, results `lat` cycles after the last beat
+SERIAL = 2        # POST / HOST: `dur` cycles on the compute queue after every earlier compute instruction is done
+SYNC = 3          # no cycles (SYNC, NOP)
+FINISH = 4
+
+# queues
+LOAD_Q, COMPUTE_Q, STORE_Q = 0, 1, 2
+
+# dependency bits (docs/isa.md §3 header bits 4-7, shifted down)
+POP_PREV, POP_NEXT, PUSH_PREV, PUSH_NEXT = 1, 2, 4, 8
+
+# token queues: load→compute, compute→load, compute→store, store→compute
+L2C, C2L, C2S, S2C = 0, 1, 2, 3
+
+# status codes
+OK = 0
+TOKEN_MISSING = 1     # a pop found its token queue empty (isa.validate refuses such programs first)
+NO_FINISH = 2
+
+
+@cached_njit
+def _pop_queue(q, prev):
+    """The token queue an instruction of queue ``q`` pops from its previous (``prev``) or next neighbour."""
+    if q == LOAD_Q:
+        return -1 if prev else C2L
+    if q == COMPUTE_Q:
+        return L2C if prev else S2C
+    return C2S if prev else -1
+
+
+@cached_njit
+def _push_queue(q, prev):
+    """The token queue an instruction of queue ``q`` pushes to its previous (``prev``) or next neighbour."""
+    if q == LOAD_Q:
+        return -1 if prev else L2C
+    if q == COMPUTE_Q:
+        return C2L if prev else C2S
+    return S2C if prev else -1
+
+
+@cached_njit
+def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, push_prev_at, push_next_at,
+             summary):
+    """Time the program. Inputs (length n): ``cls`` class, ``queue`` (-1 for none), ``deps`` bits, ``dur``
+    (cycles, or beats for a MATMUL), ``ii`` and ``lat`` (MATMUL), ``fence`` (MATMUL: wait for the compute queue
+    to drain). Outputs (length n): ``start`` and ``done`` cycles, ``last_issue`` (MATMUL: cycle of the last
+    beat, else -1) and the cycles the pushed tokens carry (-1: none). ``summary`` = [total cycles, index of a
+    failing instruction or -1, busy cycles of the load, compute and store queues]. Returns a status code."""
+    n = cls.shape[0]
+    tokens = np.empty((4, n + 1), np.int64)
+    head = np.zeros(4, np.int64)
+    tail = np.zeros(4, np.int64)
+    free = np.zeros(3, np.int64)          # load and store queues: free cycle; compute: see below
+    issue_free = 0                        # compute queue: first cycle a following MATMUL may issue a beat
+    comp_done = 0                         # compute queue: every earlier compute instruction done by then
+    end = 0
+    for i in range(n):
+        c = cls[i]
+        q = queue[i]
+        d = deps[i]
+        t = i                              # dispatched one per cycle in program order
+        last_issue[i] = -1
+        push_prev_at[i] = -1
+        push_next_at[i] = -1
+        if c == FINISH:
+            start[i] = max(t, end)
+            done[i] = start[i]
+            summary[0] = done[i]
+            summary[1] = -1
+            return OK
+        for prev in (True, False):
+            if d & (POP_PREV if prev else POP_NEXT):
+                tq = _pop_queue(q, prev)
+                if tq < 0 or head[tq] == tail[tq]:
+                    summary[1] = i
+                    return TOKEN_MISSING
+                t = max(t, tokens[tq, head[tq]])
+                head[tq] += 1
+        if c == TRANSFER:
+            t = max(t, free[q])
+            e = t + dur[i]
+            free[q] = e
+            summary[2 + q] += dur[i]
+            tp = e
+            tn = e
+        elif c == MATMUL:
+            t = max(t, comp_done if fence[i] else issue_free)
+            li = t + (dur[i] - 1) * ii[i]
+            dd = li + lat[i]
+            issue_free = li + ii[i]
+            e = dd + 1
+            comp_done = max(comp_done, e)
+            last_issue[i] = li
+            summary[2 + COMPUTE_Q] += dur[i] * ii[i]
+            tp = li + 1                    # the buffer slot it read is free again
+            tn = e                         # its results are written
+        elif c == SERIAL:
+            t = max(t, comp_done)
+            e = t + dur[i]
+            comp_done = e
+            issue_free = e
+            summary[2 + COMPUTE_Q] += dur[i]
+            tp = e
+            tn = e
+        else:                              # SYNC / NOP: orders tokens only
+            if q == COMPUTE_Q:
+                t = max(t, comp_done)
+                issue_free = max(issue_free, t)
+            elif q >= 0:
+                t = max(t, free[q])
+            e = t
+            tp = t
+            tn = t
+        start[i] = t
+        done[i] = e
+        end = max(end, e)
+        for prev in (True, False):
+            if d & (PUSH_PREV if prev else PUSH_NEXT):
+                tq = _push_queue(q, prev)
+                if tq < 0:
+                    summary[1] = i
+                    return TOKEN_MISSING
+                at = tp if prev else tn
+                tokens[tq, tail[tq]] = at
+                tail[tq] += 1
+                if prev:
+                    push_prev_at[i] = at
+                else:
+                    push_next_at[i] = at
+                end = max(end, at)
+    summary[0] = end
+    summary[1] = n
+    return NO_FINISH
