@@ -63,7 +63,8 @@ case "$cmd" in
         "$VENV/bin/lowbit" report linear --output out "$@"
         echo "== $((SECONDS - step)) s"
         step=$SECONDS
-        echo "== a whole model: BERT-base under BitNet b1.58 (lowbit report model)"
+        echo "== a whole model: BERT-base under BitNet b1.58 (lowbit compile, lowbit report model)"
+        "$VENV/bin/lowbit" compile --model bert-base --scheme bitnet-b1.58 -o out/bert-base.bin --listing
         "$VENV/bin/lowbit" report model --output out
         echo "== $((SECONDS - step)) s; main job done in ${SECONDS} s (reports in out/)"
         ;;

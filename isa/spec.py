@@ -161,6 +161,9 @@ def _transfer_fields(direction: str) -> tuple[Field, ...]:
         Field("dram_stride", 4, 0, 32, default="row_bytes", doc="DRAM row stride in bytes"),
         Field("sram_stride", 5, 0, 32, default="row_bytes", doc="buffer row stride in bytes"),
         Field("host", 6, 0, 1, kind="flag", default=0, doc=f"{direction} the host link instead of DRAM"),
+        Field("onchip", 6, 1, 1, kind="flag", default=0,
+              doc="a copy between buffers: `dram` holds a buffer address (e.g. a KV-cache append on chip); timed "
+                  "at the written buffer's port width"),
     )
 
 

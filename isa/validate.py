@@ -366,8 +366,14 @@ def _transfers(program, fails, sizes) -> None:
             if side == "sram":
                 _region(fails, idx, sizes, "sram", "buffer", g["sram"], ext)
             else:
+                # An on-chip copy's `dram` is a buffer address: checked as a buffer region; a DRAM address
+                # against the 32-bit space.
+                onchip = g["onchip"].astype(bool)
+                if onchip.any():
+                    _region(fails, idx, sizes, "dram", "buffer", g["dram"], ext, allowed=tuple(BUFFERS),
+                            present=onchip)
                 end = g["dram"] + ext
-                fails.check(end > 1 << 32, idx, lambda p, ext=ext, g=g: (
+                fails.check(~onchip & (end > 1 << 32), idx, lambda p, ext=ext, g=g: (
                     f"field dram = {int(g['dram'][p]):#x}: the DRAM region of {int(ext[p])} bytes runs "
                     f"{int(g['dram'][p] + ext[p] - (1 << 32))} bytes past the 32-bit address space"))
 

@@ -17,7 +17,7 @@ from rtl_tests.simulators import DEFAULT_SIMULATOR, SIMULATORS, SimulatorMissing
 from . import synth_cli
 from .unit_args import add_unit_arguments
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 DEFAULT_LANES = 64
 DEFAULT_ROWS = 16
@@ -251,9 +251,15 @@ def _cmd_simulate_model(args) -> int:
 
     from reports.model import model_result, resolve_design
 
+    program = None
+    if args.program:
+        from isa.encoding import read
+        if args.mapping:
+            raise UsageError("--mapping does not apply to --program: a program was compiled under its own mapping")
+        program = read(args.program)
     result = model_result(args.model, args.scheme, args.design, seq_len=args.seq, decode_steps=args.decode_steps,
                           tech=args.tech, energy=args.energy, stepped=args.stepped, per_layer=args.per_layer,
-                          counters=args.counters, mapping=_mapping_overrides(args.mapping))
+                          counters=args.counters, mapping=_mapping_overrides(args.mapping), program=program)
     if args.fpga:
         from hw.accelerator import load_design
         from hw.fpga import design_resources
@@ -281,6 +287,8 @@ def _cmd_simulate_model(args) -> int:
     print(f"  energy ({e['mode']}, {e['tech']}): {e['total']:.4g} J = arith {e['arith']['total']:.3g} "
           f"(mul {e['arith']['mul']:.3g}, add {e['arith']['add']:.3g}, logic {e['arith']['logic']:.3g}) + registers "
           f"{e['registers']:.3g} + SRAM {e['sram']:.3g} + DRAM {e['dram']:.3g} + vector {e['vector']:.3g}")
+    if result["timed"]:
+        print("  " + program_summary(result["program"], result["cycles"]))
     print(f"  area: {result['area']['asic_mm2']:.3f} mm² ({result['area']['tech']} estimate); model "
           f"{result['model_size_bytes']:,} bytes; simulated in {result['wall_seconds']:.2f} s")
     if args.fpga:
@@ -297,6 +305,54 @@ def _cmd_simulate_model(args) -> int:
         from reports.linear import markdown_table
         from reports.model import PER_LAYER_COLUMNS
         print(markdown_table(pd.DataFrame(result["per_layer"], columns=PER_LAYER_COLUMNS)))
+    return 0
+
+
+def program_summary(prog: dict, cycles: int) -> str:
+    """One line on the program's view of a run: instructions, how busy each queue was, the overlap achieved."""
+    busy = prog["busy_cycles"]
+    moved = busy["load"] + busy["store"]
+    hidden = prog["load_under_compute"] + prog["store_under_compute"]
+    ops = ", ".join(f"{k} {v:,}" for k, v in prog["by_opcode"].items() if k != "FINISH")
+    return (f"program: {prog['instructions']:,} instructions ({ops}); busy load {busy['load'] / cycles:.0%}, "
+            f"compute {busy['compute'] / cycles:.0%}, store {busy['store'] / cycles:.0%} of the cycles; "
+            f"{hidden / moved if moved else 1:.0%} of the transfer cycles hidden under compute")
+
+
+def _cmd_compile(args) -> int:
+    from hw.accelerator import load_design_with_policy
+    from isa.asm import listing
+    from isa.encoding import write
+    from reports.model import resolve_design
+    from sim.model import compile_model
+
+    out = check_output(args.output, "-o path")
+    lst = None
+    if args.listing:
+        lst = Path(args.output).with_suffix(".lst") if args.listing is True else Path(args.listing)
+        check_output(lst, "--listing path")
+        if lst.resolve() == out.resolve():
+            raise UsageError(f"--listing {str(lst)!r} is the program file itself; give another name")
+    design, source = resolve_design(args.design, args.scheme)
+    acc, policy = load_design_with_policy(design)
+    policy = policy.with_overrides(_mapping_overrides(args.mapping))
+    compiled = compile_model(args.model, args.scheme, acc, seq_len=args.seq, decode_steps=args.decode_steps,
+                             policy=policy)
+    prog = compiled.program
+    from isa.validate import validate
+    from sim.machine import machine_shape
+    validate(prog, machine_shape(acc))          # a compiler bug must not reach a file
+    write(prog, out)
+    if lst is not None:
+        from fsio import write_text_atomic
+        write_text_atomic(lst, listing(prog))
+    if source:
+        print(f"design: {acc.name} ({source})")
+    counts = ", ".join(f"{k} {v:,}" for k, v in prog.counts().items() if v)
+    print(f"{out}: {len(prog):,} instructions ({counts}), {len(prog.op_table)} ops; weights "
+          f"{'resident' if compiled.weights_resident else 'streamed'} ({compiled.weight_bytes:,} bytes), KV cache "
+          f"{'on chip' if compiled.kv_on_chip else 'in DRAM'}; DRAM image {compiled.dram_bytes:,} bytes"
+          + (f"; listing {lst}" if lst is not None else ""))
     return 0
 
 
@@ -505,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     mapping_help = ("mapping policy overrides, e.g. loop_order=tokens-outer,double_buffer=false,"
                     "weights=resident-if-fits (default: the design file's [mapping] table)")
     sm.add_argument("--mapping", help=mapping_help)
+    sm.add_argument("--program", help="time this program file (from lowbit compile) instead of compiling one")
     sm.add_argument("--json", action="store_true")
     sm.set_defaults(func=_cmd_simulate_model)
 
@@ -520,6 +577,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     model_help = f"built-in name ({', '.join(BUILTIN_MODELS)}) or a config.json path"
     scheme_help = f"NAME[:key=value,...], NAME one of {', '.join(SCHEMES)}"
+    c = sub.add_parser("compile", help="compile a model under a scheme for a design into a program file (docs/isa.md)")
+    c.add_argument("--model", required=True, help=model_help)
+    c.add_argument("--scheme", required=True, help=scheme_help)
+    c.add_argument("--design", help=f"{design_help} (default: the scheme's own, e.g. ternary for bitnet-b1.58)")
+    c.add_argument("--seq", type=_positive_int, default=128, help="prefill tokens (default 128)")
+    c.add_argument("--decode-steps", type=_non_negative_int, default=0)
+    c.add_argument("--mapping", help=mapping_help)
+    c.add_argument("-o", "--output", required=True, help="program file to write (e.g. prog.bin)")
+    c.add_argument("--listing", nargs="?", const=True, metavar="PATH",
+                   help="also write the readable listing (default path: the output's with .lst)")
+    c.set_defaults(func=_cmd_compile)
+
     a = sub.add_parser("analyze", help="model size and operation counts under a scheme")
     a.add_argument("--model", required=True, help=model_help)
     a.add_argument("--scheme", required=True, help=scheme_help)
@@ -606,3 +675,19 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:                 # checked up front, but a disk can still fill or a mount vanish mid-run
         print(f"lowbit: error: {exc}", file=sys.stderr)
         return 1
+
+
+def run() -> None:
+    """The ``lowbit`` command (and ``python -m lowbit``): :func:`main`, then exit with its status.
+
+    After a Ctrl-C that :func:`main` has reported, the process leaves through ``os._exit(130)``: when the interrupt
+    landed inside an import that a C extension runs through ``PyRun_*`` (torch's start-up does), CPython has flagged
+    it as unhandled even though :func:`main` handled it, and a normal exit would re-raise SIGINT on the process
+    (status −2, not 130; tests/test_bad_input.py caught it). Outputs are atomic and their temporary files were
+    removed while the exception unwound, so skipping the interpreter's teardown loses nothing."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    raise SystemExit(code)

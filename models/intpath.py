@@ -47,7 +47,8 @@ from .views import LinearView
 
 __all__ = ["Stage", "IntPath", "run_post", "sign_thresholds", "STAGE_KINDS", "COEF_BITS", "ROW_BITS", "OUT_FRAC",
            "bibert_linear", "ternarybert_linear", "bitnet_linear", "bitnet_v1_linear", "int8_linear", "qbb_linear",
-           "billm_linear", "bibert_attention_block", "bitnet_ffn_block", "LINEAR_PATHS", "BILLM_WORDS"]
+           "billm_linear", "bibert_attention_block", "bitnet_ffn_block", "LINEAR_PATHS", "BILLM_WORDS",
+           "PACK_TRANSPOSE"]
 
 #: What a stage is: the program's float input, a host op (floating point, docs/intpost.md says why), an engine
 #: run, or a POST.
@@ -55,6 +56,9 @@ STAGE_KINDS = ("input", "host", "matmul", "post")
 COEF_BITS = 20
 ROW_BITS = 20
 OUT_FRAC = 16
+#: The ``pack`` POST's transpose option (docs/isa.md, ``isa.spec.POST_OPTIONS``): the source matrix's columns are
+#: the weight tile's output rows (V's bits ``[n_k][d_h]`` become the BAMM's ``[d_h][n_k]`` tile).
+PACK_TRANSPOSE = 1 << 8
 #: Record words of a binary-basis engine in BiLLM mode: its ``sums`` planes then its ``means`` (result_layout
 #: order, hw.params.BinaryBasisParams).
 BILLM_WORDS = ("sums.concentrated", "sums.sparse", "sums.salient", "sums.salient_o2",
@@ -650,6 +654,7 @@ def bibert_attention_block(x, wq, wk, wv, wo, *, bq=None, bk=None, bv=None, bo=N
           engine={"unit": UnitKind.XNOR_POPCOUNT.value}, note="K bits [n_k][d_h] per head → xnor weight tile")
     b.add(name="v.pack", kind="post", op="pack", inputs=("v.sign",), tensor=np.ascontiguousarray(
         per_head["v"].transpose(0, 2, 1)), fmt="ENG", per_head=True, engine={"unit": UnitKind.BAMM.value},
+        options=PACK_TRANSPOSE,
         note="V bits transposed, [d_h][n_k] per head → BAMM weight tile")
     dot = np.stack([_int_matmul(per_head["q"][h], per_head["k"][h]) for h in range(heads)])      # [h, n, n]
     bit = (dot > 0) if strict else (dot >= 0)

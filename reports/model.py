@@ -34,8 +34,8 @@ def per_layer_rows(run, energy_by_op) -> list[dict]:
                                     "cycles": 0, "macs": 0, "dram_bytes": 0, "energy_j": 0.0})
         row["executions"] += t.executions
         row["cycles"] += t.total_cycles
-        row["macs"] += t.macs * t.executions
-        row["dram_bytes"] += t.dram_bytes * t.executions
+        row["macs"] += t.macs
+        row["dram_bytes"] += t.dram_bytes
         row["energy_j"] += energy_by_op[i]
     total = run.cycles or 1
     out = list(rows.values())
@@ -55,7 +55,7 @@ def resolve_design(design, scheme) -> tuple[str | object, str]:
 
 def model_result(model, scheme, design=None, *, seq_len: int = 128, decode_steps: int = 0, tech: str = "45nm",
                  energy: str = "full", stepped: bool = False, per_layer: bool = False,
-                 counters: bool = False, mapping: MappingPolicy | dict | None = None) -> dict:
+                 counters: bool = False, mapping: MappingPolicy | dict | None = None, program=None) -> dict:
     """Simulate ``model`` under ``scheme`` on ``design`` and price it: the JSON-ready result.
 
     Every input is resolved (and refused with a message naming it) before the run starts. ``design=None`` runs
@@ -64,7 +64,9 @@ def model_result(model, scheme, design=None, *, seq_len: int = 128, decode_steps
     "tokens-outer"}``; None: the table as it is); the result's ``mapping`` says which policy ran. With
     ``energy="arith-only"`` a design whose buffers are too small for some op's tiles is not refused: the
     arithmetic-only energy counts the workload's operations, so the run is priced untimed (``timed`` false, the
-    cycle figures null, the reason in ``untimed_reason``).
+    cycle figures null, the reason in ``untimed_reason``). ``program`` (an :class:`isa.program.Program`, e.g.
+    from ``lowbit compile``) is timed instead of compiling one; it must have been compiled for this model,
+    scheme, sequence and design (refused otherwise, naming the field) and brings its own mapping policy.
     """
     cfg = load_config(model)
     sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
@@ -74,12 +76,14 @@ def model_result(model, scheme, design=None, *, seq_len: int = 128, decode_steps
     node = get_technology(tech)
     if energy not in ENERGY_MODES:
         raise ValueError(f"unknown energy mode {energy!r}; use one of {', '.join(ENERGY_MODES)}")
+    if program is not None:
+        policy = check_program_matches(program, cfg.name, sch.name, seq_len, decode_steps, acc.name)
     start = time.perf_counter()
     wl = extract_workload(cfg, sch, seq_len=seq_len, decode_steps=decode_steps)
     run, untimed = None, ""
     try:
         run = simulate_model(cfg, sch, acc, seq_len=seq_len, decode_steps=decode_steps, stepped=stepped, workload=wl,
-                             policy=policy)
+                             policy=policy, program=program)
     except ValueError as exc:
         if isinstance(exc, CapacityError) and energy == "arith-only":
             untimed = str(exc)                  # counting operations needs no buffer room
@@ -108,10 +112,13 @@ def model_result(model, scheme, design=None, *, seq_len: int = 128, decode_steps
         "weights_resident": None, "utilisation": None, "dram_bytes": None,
         "wall_seconds": wall,
     }
+    if program is not None:
+        result["program"] = {"instructions": len(program), "source": "given"}
     if run is not None:
+        result["program"] = {**result.get("program", {"source": "compiled"}), **run.queues()}
         result.update(cycles=run.cycles, latency_s=run.latency_s, prefill_cycles=run.phase_cycles("prefill"),
                       decode_cycles=run.phase_cycles("decode"), weights_resident=run.weights_resident,
-                      utilisation=run.utilisation, dram_bytes=sum(t.dram_bytes * t.executions for t in run.ops))
+                      utilisation=run.utilisation, dram_bytes=sum(t.dram_bytes for t in run.ops))
     if untimed:
         result["untimed_reason"] = untimed
     if per_layer:
@@ -119,14 +126,58 @@ def model_result(model, scheme, design=None, *, seq_len: int = 128, decode_steps
             result["per_layer"] = _untimed_rows(wl.ops, acc, node)
         else:
             if energy == "full":
-                per_op = [price_events(Counter({k: v * t.executions for k, v in t.events.items()}), node,
-                                       acc).total() for t in run.ops]
+                per_op = [price_events(t.events, node, acc).total() for t in run.ops]
             else:
                 per_op = [arith_only([t.op], node).total() for t in run.ops]
             result["per_layer"] = per_layer_rows(run, per_op)
     if not counters:
         result["energy_j"].pop("counters")
     return result
+
+
+def _program_lines(result: dict) -> list[str]:
+    """The program's view of the run: its instructions, how busy each queue was, how much data movement the
+    tokens hid under compute, and where the compute queue's cycles went."""
+    prog = result.get("program")
+    if not prog or result["cycles"] is None:
+        return []
+    cycles = max(1, result["cycles"])
+    busy, by = prog["busy_cycles"], prog["cycles_by_kind"]
+    ops = ", ".join(f"{k} {v:,}" for k, v in prog["by_opcode"].items())
+    moved = {"load": busy["load"], "store": busy["store"]}
+    hidden = {"load": prog["load_under_compute"], "store": prog["store_under_compute"]}
+    lines = ["## The program", "",
+             f"{prog['instructions']:,} instructions ({ops}), {prog.get('source', 'compiled')}; docs/isa.md.", "",
+             "| queue | busy cycles | occupancy | under compute |", "|---|---|---|---|"]
+    for q in ("load", "compute", "store"):
+        under = f"{hidden[q]:,} ({hidden[q] / moved[q]:.0%} of its busy cycles)" if q in moved and moved[q] else "—"
+        lines.append(f"| {q} | {busy[q]:,} | {busy[q] / cycles:.1%} | {under} |")
+    names = {"matmul_issue": "engines issuing beats", "matmul_wait": "engines waiting for operands",
+             "host": "vector unit (HOST ops)", "memory": "waiting for gathers, KV appends, preloads"}
+    lines += ["", "Where the cycles go (the compute queue's timeline):", "", "| activity | cycles | share |",
+              "|---|---|---|"]
+    lines += [f"| {names[k]} | {v:,} | {v / cycles:.1%} |" for k, v in by.items()]
+    return lines + [""]
+
+
+def check_program_matches(program, model: str, scheme: str, seq_len: int, decode_steps: int,
+                          design: str) -> MappingPolicy:
+    """Refuse a program compiled for another model, scheme, sequence or design (naming the field and both values);
+    returns the mapping policy it was compiled under."""
+    meta = program.meta
+    want = {"model": model, "scheme": scheme, "seq_len": seq_len, "decode_steps": decode_steps}
+    for key, value in want.items():
+        if key not in meta:
+            raise ValueError(f"the program has no {key!r} in its metadata: it was not compiled from a model "
+                             "(lowbit compile writes one)")
+        if meta[key] != value:
+            option = {"seq_len": "--seq", "decode_steps": "--decode-steps"}.get(key, f"--{key}")
+            raise ValueError(f"the program was compiled with {key} = {meta[key]!r}, not {value!r}; give {option} "
+                             f"{meta[key]} or compile again")
+    if program.design != design:
+        raise ValueError(f"the program was compiled for design {program.design!r}, not {design!r}; give --design "
+                         f"{program.design} or compile again")
+    return MappingPolicy().with_overrides(meta.get("policy", {}))
 
 
 def _untimed_rows(ops, acc, node) -> list[dict]:
@@ -177,6 +228,7 @@ def write_model_report(out_dir: Path, result: dict, *, stem: str = "model") -> t
         "",
         "Useful MACs by unit kind: " + ", ".join(f"{k} {v:,}" for k, v in result["ops_by_kind"].items()) + ".",
         "",
+        *_program_lines(result),
         "## Operations",
         "",
         "Identical layers folded (`executions`), decode steps of one op summed; energy of the op's counters.",

@@ -262,8 +262,8 @@ def test_construction_refuses_what_no_builder_makes():
     with pytest.raises(ProgramError, match=r"^instruction 2 \(FINISH\): reserved header bits set: 9 \(0x00000200\)"):
         Program(raw)
     raw[2, 0] = OPCODES["LOAD"]
-    raw[2, 7] = 0b110                                 # a6 bit 0 is `host`; bits 1 and 2 are reserved
-    with pytest.raises(ProgramError, match=r"instruction 2 \(LOAD\): reserved operand word a6 bits set: 1, 2"):
+    raw[2, 7] = 0b1100                                # a6 bit 0 is `host`, bit 1 `onchip`; bits 2 and 3 are reserved
+    with pytest.raises(ProgramError, match=r"instruction 2 \(LOAD\): reserved operand word a6 bits set: 2, 3"):
         Program(raw)
     raw[2, 7] = 0
     raw[1, 0] = 7 | 3 << 16

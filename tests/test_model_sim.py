@@ -201,7 +201,7 @@ def test_systolic_array_too_narrow_for_the_op_is_refused():
 def test_one_basis_qbb_runs_on_the_bases_engine():
     run = simulate_model("bert-base", "qbb:n_bases=1", "binary-basis", seq_len=16)
     q = [t for t in run.ops if t.op.name == "layer.attn.q"][0]
-    assert q.op.weight_layout == "bases" and q.macs == 16 * 768 * 768         # one MAC a weight, one layer
+    assert q.op.weight_layout == "bases" and q.macs == 12 * 16 * 768 * 768    # one MAC a weight, 12 layers
 
 
 def test_a_buffer_too_small_for_one_tile_is_refused():
@@ -287,10 +287,10 @@ def test_systolic_designs_run_whole_models():
     q = [t for t in run.ops if t.op.name == "layer.attn.q"][0]
     assert q.engine == "systolic" and "ws" in q.notes
     # Q projection [128 × 768]·[768 × 768] on WS 32×32: 24·24 folds of 2·32 + 32 + 128 − 2 = 222 cycles, or the
-    # 768·768 weight bytes at 25.6 GB/s and 200 MHz (128 bytes a cycle) if that is longer
+    # 768·768 weight bytes at 25.6 GB/s and 200 MHz (128 bytes a cycle) if that is longer; in each of 12 layers
     design = load_design("systolic-ws-32")
     dram = math.ceil(768 * 768 / design.dram_bytes_per_cycle) + design.dram.latency_cycles
-    assert q.cycles == max(24 * 24 * 222, dram)
+    assert q.cycles == 12 * max(24 * 24 * 222, dram)
 
 
 def test_report_model_writes_consistent_files(tmp_path, capsys):
@@ -348,18 +348,17 @@ def test_stepped_mode_draws_operands_in_the_engines_ranges():
         assert stepped.cycles == fast.cycles
 
 
-def test_stepped_only_limits_are_refused_before_any_timing(monkeypatch):
-    import sim.model
+def test_tokens_outer_steps_like_the_fast_mode():
+    # tokens-outer streams every tile again for each token: one MATMUL per (token, tile), so the stepped mode runs
+    # each through the engine's kernel like any other, and its cycles are the fast mode's
     cfg = load_config(TINY_BERT)
     design = {**_design(ENGINES["bitnet-b1.58"]), "mapping": {"loop_order": "tokens-outer"}}
-    assert simulate_model(cfg, "bitnet-b1.58", design, seq_len=9).cycles > 0          # the fast mode covers it
-
-    def no_timing(*args, **kwargs):
-        raise AssertionError("an op was timed before the refusal")
-
-    monkeypatch.setattr(sim.model, "time_op", no_timing)
-    with pytest.raises(ValueError, match=r"layer.attn.q: the stepped mode follows the engine's own beat order"):
-        simulate_model(cfg, "bitnet-b1.58", design, seq_len=9, stepped=True)
+    fast = simulate_model(cfg, "bitnet-b1.58", design, seq_len=9)
+    weights_outer = simulate_model(cfg, "bitnet-b1.58", _design(ENGINES["bitnet-b1.58"]), seq_len=9)
+    assert fast.cycles > weights_outer.cycles            # every token reloads every tile
+    q = [t for t in fast.ops if t.op.name == "layer.attn.q"][0]
+    assert f"{9 * math.ceil(q.op.n / 4) * q.op.layers} MATMUL(s)" in q.notes      # 4-row tiles, each token
+    assert simulate_model(cfg, "bitnet-b1.58", design, seq_len=9, stepped=True).cycles == fast.cycles
 
 
 def _token_block_design(act_bytes, bandwidth=0.8):
@@ -379,20 +378,24 @@ def test_activations_that_do_not_fit_stream_in_token_blocks():
     from sim.schedule import feeder_schedule
     op = Op("probe", "matmul", "linear", "ternary-mac", "prefill", m=10, k=64, n=8, a_bits=8, b_bits=2,
             weight=True)
-    # 10 tokens × 64 bytes do not fit 256 bytes; one of two slots holds 2 tokens → 5 token blocks, each meeting
-    # both 4-row weight tiles (64 bytes each: 4 × 64 × 2 bits), its 128 activation bytes loaded with the first.
-    design = _token_block_design(256)
+    # 10 tokens × 64 bytes and their results (two slots of 4 rows × 4 bytes a token) do not fit 512 bytes. A token
+    # costs 2 ring slots × 64 bytes + 2 result slots × 16 bytes = 160 bytes: 512 // 160 = 3 tokens a block →
+    # blocks of 3, 3, 3, 1 tokens, each meeting both 4-row weight tiles (64 bytes each: 4 × 64 × 2 bits), its
+    # activations loaded with its first tile.
+    design = _token_block_design(512)
     run = time_op(op, design, weights_on_chip=False, kv_on_chip=True)
-    assert run.dram_bytes == 10 * 64 + 5 * 128
-    beats = [2 * 8] * 10                                          # 2 tokens × 8 K-chunks a tile
-    loads = [math.ceil((64 + (128 if j % 2 == 0 else 0)) / 8) + 2 for j in range(10)]   # 8 bytes a cycle + 2
+    blocks = [3, 3, 3, 1]
+    assert run.dram_bytes == 10 * 64 + len(blocks) * 2 * 64
+    beats = [t * 8 for t in blocks for _ in range(2)]                # tokens × 8 K-chunks a tile
+    # 8 bytes a cycle + 2 cycles of latency per transfer: a block's first tile is two LOADs (weights, activations)
+    loads = [math.ceil(64 / 8) + 2 + (math.ceil(t * 64 / 8) + 2 if r == 0 else 0) for t in blocks for r in range(2)]
     latency = design.engines[0].params.latency
     assert run.cycles == feeder_schedule(beats, loads, slots=2, ii=1, latency=latency).cycles
     on_chip = time_op(op, _token_block_design(1024), weights_on_chip=False, kv_on_chip=True)
     assert on_chip.dram_bytes == 2 * 64                         # both tiles once; activations already there
     # the activation bits loaded are written into the activation buffer
     extra = run.events[("sram_write", "activations")] - on_chip.events[("sram_write", "activations")]
-    assert extra == 5 * 128 * 8
+    assert extra == 10 * 64 * 8
     with pytest.raises(ValueError, match=r"probe: the activations buffer \(64 bytes\) cannot hold 2 block\(s\) "
                                          r"of one token's activations \(64 bytes\)"):
         time_op(op, _token_block_design(64), weights_on_chip=False, kv_on_chip=True)
@@ -552,3 +555,25 @@ def test_vector_mix_adds_up_to_the_workloads_vector_flops():
 
     assert VECTOR_MIX.keys() == VECTOR_FLOPS.keys()
     assert {op: sum(mix) for op, mix in VECTOR_MIX.items()} == VECTOR_FLOPS
+
+
+@pytest.mark.parametrize("scheme", ["bitnet-b1.58", "int8"])
+def test_a_program_timed_in_chunks_equals_it_timed_whole(monkeypatch, scheme):
+    # long programs are compiled and timed in chunks of about CHUNK instructions (one timing state across them):
+    # cutting a tiny LLaMA's prefill and decode steps into chunks (a layer block is never split) changes nothing
+    import sim.model
+    cfg = load_config(TINY_LLAMA)
+    design = _design(ENGINES[scheme], bandwidth=0.2)
+    whole = simulate_model(cfg, scheme, design, seq_len=9, decode_steps=3)
+    monkeypatch.setattr(sim.model, "CHUNK", 40)
+    chunked = simulate_model(cfg, scheme, design, seq_len=9, decode_steps=3)
+    assert chunked.queue_summary["chunks"] >= 4 and whole.queue_summary["chunks"] == 1
+    assert chunked.cycles == whole.cycles
+    assert [(t.total_cycles, t.events, t.dram_bytes, t.instructions) for t in chunked.ops] == \
+        [(t.total_cycles, t.events, t.dram_bytes, t.instructions) for t in whole.ops]
+    for key in ("busy_cycles", "load_under_compute", "store_under_compute", "by_opcode", "instructions"):
+        assert chunked.queue_summary[key] == whole.queue_summary[key], key
+    # the meter's chunk-by-chunk measure is the one-pass kernel's on the whole program
+    assert whole.program_run.overlap() == {k: whole.queue_summary[k] for k in ("load_under_compute",
+                                                                                "store_under_compute")}
+    assert whole.queue_summary["load_under_compute"] > 0

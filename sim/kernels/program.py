@@ -55,25 +55,26 @@ def _push_queue(q, prev):
 
 @cached_njit
 def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, push_prev_at, push_next_at,
-             summary):
-    """Time the program. Inputs (length n): ``cls`` class, ``queue`` (-1 for none), ``deps`` bits, ``dur``
-    (cycles, or beats for a MATMUL), ``ii`` and ``lat`` (MATMUL), ``fence`` (MATMUL: wait for the compute queue
-    to drain). Outputs (length n): ``start`` and ``done`` cycles, ``last_issue`` (MATMUL: cycle of the last
-    beat, else -1) and the cycles the pushed tokens carry (-1: none). ``summary`` = [total cycles, index of a
-    failing instruction or -1, busy cycles of the load, compute and store queues]. Returns a status code."""
+             summary, state, tokens, head, tail, first_index):
+    """Time the instructions of one chunk of a program, continuing from ``state``. Inputs (length n): ``cls``
+    class, ``queue`` (-1 for none), ``deps`` bits, ``dur`` (cycles, or beats for a MATMUL), ``ii`` and ``lat``
+    (MATMUL), ``fence`` (MATMUL: wait for the compute queue to drain). Outputs (length n): ``start`` and ``done``
+    cycles, ``last_issue`` (MATMUL: cycle of the last beat, else -1) and the cycles the pushed tokens carry (-1:
+    none). ``summary`` = [end cycle so far, index of a failing instruction (-1: none), busy cycles of the load,
+    compute and store queues] (the busy cycles accumulate). ``state`` = [issue_free, comp_done, free of the load,
+    compute and store queues] carries from chunk to chunk, as do the token queues ``tokens`` [4, capacity] with
+    their ``head``/``tail`` indices (capacity: what is queued plus this chunk's instructions). Instruction ``i`` of
+    the chunk is instruction ``first_index + i`` of the program (dispatched at that cycle). Returns OK after a
+    FINISH, NO_FINISH when the chunk ends without one (the program goes on), or TOKEN_MISSING."""
     n = cls.shape[0]
-    tokens = np.empty((4, n + 1), np.int64)
-    head = np.zeros(4, np.int64)
-    tail = np.zeros(4, np.int64)
-    free = np.zeros(3, np.int64)          # load and store queues: free cycle; compute: see below
-    issue_free = 0                        # compute queue: first cycle a following MATMUL may issue a beat
-    comp_done = 0                         # compute queue: every earlier compute instruction done by then
-    end = 0
+    issue_free = state[0]                 # compute queue: first cycle a following MATMUL may issue a beat
+    comp_done = state[1]                  # compute queue: every earlier compute instruction done by then
+    end = summary[0]
     for i in range(n):
         c = cls[i]
         q = queue[i]
         d = deps[i]
-        t = i                              # dispatched one per cycle in program order
+        t = first_index + i                # dispatched one per cycle in program order
         last_issue[i] = -1
         push_prev_at[i] = -1
         push_next_at[i] = -1
@@ -82,6 +83,8 @@ def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, pus
             done[i] = start[i]
             summary[0] = done[i]
             summary[1] = -1
+            state[0] = issue_free
+            state[1] = comp_done
             return OK
         for prev in (True, False):
             if d & (POP_PREV if prev else POP_NEXT):
@@ -92,9 +95,9 @@ def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, pus
                 t = max(t, tokens[tq, head[tq]])
                 head[tq] += 1
         if c == TRANSFER:
-            t = max(t, free[q])
+            t = max(t, state[2 + q])
             e = t + dur[i]
-            free[q] = e
+            state[2 + q] = e
             summary[2 + q] += dur[i]
             tp = e
             tn = e
@@ -117,12 +120,14 @@ def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, pus
             summary[2 + COMPUTE_Q] += dur[i]
             tp = e
             tn = e
-        else:                              # SYNC / NOP: orders tokens only
+        else:                              # SYNC / NOP: no cycles; later instructions of its queue wait for it
             if q == COMPUTE_Q:
                 t = max(t, comp_done)
                 issue_free = max(issue_free, t)
+                comp_done = max(comp_done, t)
             elif q >= 0:
-                t = max(t, free[q])
+                t = max(t, state[2 + q])
+                state[2 + q] = t
             e = t
             tp = t
             tn = t
@@ -144,5 +149,51 @@ def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, pus
                     push_next_at[i] = at
                 end = max(end, at)
     summary[0] = end
-    summary[1] = n
+    summary[1] = -1
+    state[0] = issue_free
+    state[1] = comp_done
     return NO_FINISH
+
+
+@cached_njit
+def overlap(start, done, queue, qa, qb):
+    """Cycles during which queue ``qa`` and queue ``qb`` both had an instruction in flight (``[start, done)``
+    intervals; each queue's starts are in program order, so its intervals are merged in one pass)."""
+    n = start.shape[0]
+    # merged intervals of each queue
+    a_s = np.empty(n, np.int64)
+    a_e = np.empty(n, np.int64)
+    b_s = np.empty(n, np.int64)
+    b_e = np.empty(n, np.int64)
+    na = 0
+    nb = 0
+    for i in range(n):
+        if done[i] <= start[i]:
+            continue
+        if queue[i] == qa:
+            if na and start[i] <= a_e[na - 1]:
+                a_e[na - 1] = max(a_e[na - 1], done[i])
+            else:
+                a_s[na] = start[i]
+                a_e[na] = done[i]
+                na += 1
+        elif queue[i] == qb:
+            if nb and start[i] <= b_e[nb - 1]:
+                b_e[nb - 1] = max(b_e[nb - 1], done[i])
+            else:
+                b_s[nb] = start[i]
+                b_e[nb] = done[i]
+                nb += 1
+    total = 0
+    i = 0
+    j = 0
+    while i < na and j < nb:
+        lo = max(a_s[i], b_s[j])
+        hi = min(a_e[i], b_e[j])
+        if hi > lo:
+            total += hi - lo
+        if a_e[i] < b_e[j]:
+            i += 1
+        else:
+            j += 1
+    return total
