@@ -523,10 +523,18 @@ class Program:
         return p
 
     @classmethod
-    def _adopt(cls, words: np.ndarray, op_table, design, meta, where=lambda i: f"instruction {i}") -> "Program":
+    def _adopt(cls, words: np.ndarray, op_table, design, meta, where=lambda i: f"instruction {i}", *,
+               checked: bool = False) -> "Program":
         """Wrap ``words`` as it is (a file reader's read-only view), checked as usual; ``where(i)`` names
-        instruction i in a refusal."""
+        instruction i in a refusal. ``checked``: the words were made by :func:`block` (every field range-checked,
+        reserved bits zero by construction) and op_refs are known to be in the op table, so the whole-array
+        structure check is skipped (the compiler's chunks, hundreds of MB for a long decode run)."""
         p = cls.__new__(cls)
+        if checked:
+            words.setflags(write=False)
+            p.op_table = _check_op_table(op_table)
+            p.words, p.design, p.meta, p._cache = words, design, dict(meta or {}), {}
+            return p
         p._init(words, op_table, design, meta, where)
         return p
 

@@ -544,7 +544,11 @@ class _Compiler:
         S = self.S
         col = {(op, f.name): f.word + 1 for op in FIELDS for f in FIELDS[op]}
         pop_next_bit = np.uint32(1 << FLAG_BITS["pop_next"])
-        parts, ring_base = [], self.ring_base
+        ring_base = self.ring_base
+        # the chunk's words, written in place segment by segment (no concatenation copies)
+        total = sum(seg.n * copies for seg, copies in pieces)
+        out = np.empty((total, 8), np.uint32)
+        top = 0
         for seg, copies in pieces:
             n = seg.n
             words = np.zeros(n, WORD_DTYPE)
@@ -578,10 +582,24 @@ class _Compiler:
                         slot1[pos] = np.where(c.get("_wslot", 0) > 0, c.get("_slotsize", 0), 0)
                         slot2[pos] = np.where(c.get("_aslot", 0) > 0, c.get("_aslotsize", 0), 0)
             nring = int(ring.max()) + 1 if (ring >= 0).any() else 0
-            # the copies as one [copies, n, 8] array of uint32 words; each patch touches only the positions that
-            # move (found once in the segment) in every copy at once
-            u = np.broadcast_to(words.view(np.uint32).reshape(1, n, 8), (copies, n, 8)).copy()
-            layer = np.arange(copies, dtype=np.int64)[:, None]
+            # the copies as one [copies, n, 8] array of uint32 words. A tile's ring slot is (ring_base + layer ·
+            # nring + its ring index) mod S, so at most S templates (one per phase of a layer's first slot) cover
+            # every copy; then only the DRAM and resident-weight addresses move layer by layer
+            u = out[top:top + n * copies].reshape(copies, n, 8)
+            base = words.view(np.uint32).reshape(n, 8)
+            layer = np.arange(copies, dtype=np.int64)
+            if nring and S > 1:
+                pos = np.flatnonzero(ring >= 0)
+                phase = (ring_base + layer * nring) % S
+                for ph in np.unique(phase).tolist():
+                    t = base.copy()
+                    slot = (ph + ring[pos]) % S
+                    t[pos, 2] += (slot * slot1[pos]).astype(np.uint32)
+                    t[pos, 3] += (slot * slot2[pos]).astype(np.uint32)
+                    u[phase == ph] = t
+            else:
+                u[...] = base
+            layer = layer[:, None]
             pos = np.flatnonzero((dcol != 0) & ((dstep != 0) | (kvstep != 0)))
             if pos.size and copies > 1:
                 c_ = dcol[pos]
@@ -596,22 +614,16 @@ class _Compiler:
             if pos.size and copies > 1:
                 u[:, pos, col[("MATMUL", "w")]] += (wstep[pos][None, :] * layer).astype(np.uint32)
             if nring:
-                pos = np.flatnonzero(ring >= 0)
-                g = ring_base + layer * nring + ring[pos][None, :]             # [copies, live]
-                slot = g % S
-                if S > 1:
-                    u[:, pos, 2] += (slot * slot1[pos][None, :]).astype(np.uint32)
-                    u[:, pos, 3] += (slot * slot2[pos][None, :]).astype(np.uint32)
-                # the program's first S loading tiles find their slots free: no token to pop
-                free = first[pos][None, :] & (g < S)
-                if free.any():
-                    cc, pp = np.nonzero(free)
-                    u[cc, pos[pp], 0] &= ~pop_next_bit
+                # the program's first S loading tiles find their slots free: no token to pop (only layers whose
+                # first ring index is below S can hold one)
+                pos = np.flatnonzero((ring >= 0) & first)
+                for lay in range(min(copies, max(0, -(-(S - ring_base) // nring)))):
+                    g = ring_base + lay * nring + ring[pos]
+                    u[lay, pos[g < S], 0] &= ~pop_next_bit
                 ring_base += nring * copies
-            u = u.reshape(copies * n, 8)
-            parts.append(u)
+            top += n * copies
         self.ring_base = ring_base
-        all_words = np.concatenate(parts).view(WORD_DTYPE).reshape(-1)
+        all_words = out.view(WORD_DTYPE).reshape(-1)
         table = [{"name": op.name, "kind": op.kind, "op": op.op, "unit": op.unit, "phase": op.phase,
                   "count": op.count, "layers": op.layers} for op in self.ops]
         if self.preload and self.weight_bytes:
@@ -620,7 +632,8 @@ class _Compiler:
         meta = {"model": self.wl.model, "scheme": self.wl.scheme, "seq_len": self.wl.seq_len,
                 "decode_steps": self.wl.decode_steps, "batch": self.wl.batch, "policy": self.policy.to_dict(),
                 "dram_bytes": self.dram_bytes + (self.weight_bytes if self.preload else 0)}
-        program = Program.from_blocks([all_words], op_table=table, design=self.design.name, meta=meta)
+        # not copied; the words come from isa.program.block (range-checked) with op_refs into this table
+        program = Program._adopt(all_words, table, self.design.name, meta, checked=True)
         return Chunk(program, np.array([(seg.n, copies) for seg, copies in pieces], np.int64).reshape(-1, 2))
 
 

@@ -249,22 +249,24 @@ class ProgramRun:
     busy: dict[str, int]
     stepped: bool
     memories: Memories | None = field(default=None, repr=False)
-    timing: "_Timing | None" = field(default=None, repr=False)    #: every instruction's duration parameters
+    #: the duration parameters of ``rep``'s instructions (every instruction's: ``timing.x[expand]``)
+    timing: "_Timing | None" = field(default=None, repr=False)
     rep: Program | None = field(default=None, repr=False)         #: one copy of each repeated segment
     mult: np.ndarray | None = field(default=None, repr=False)     #: instructions each of ``rep``'s stands for
-    rep_index: np.ndarray | None = field(default=None, repr=False)  #: where ``rep``'s instructions are
+    expand: np.ndarray | None = field(default=None, repr=False)   #: each instruction's representative in ``rep``
 
-    def representatives(self) -> tuple[Program, np.ndarray, np.ndarray]:
-        """``(program, multiplicities, indices)`` to count per-instruction facts from (durations, events,
-        traffic): one copy of each repeated segment, how many instructions each stands for and where it is in
-        the program — or the program itself, ones and every index."""
-        if self.rep is not None and self.mult is not None:
-            return self.rep, self.mult, self.rep_index
-        n = len(self.program)
-        return self.program, np.ones(n, np.int64), np.arange(n)
+    def representatives(self) -> tuple[Program, np.ndarray]:
+        """``(program, multiplicities)`` to count per-instruction facts from (durations, events, traffic): one
+        copy of each repeated segment and how many instructions each stands for (``timing`` is theirs)."""
+        return self.rep, self.mult
 
     def queue_of(self) -> np.ndarray:
-        return self.timing.queue if self.timing is not None else _timing_queue(self.program)
+        """Every instruction's queue (-1: none)."""
+        q = getattr(self, "_queue", None)
+        if q is None:
+            q = self.timing.queue[self.expand]
+            object.__setattr__(self, "_queue", q)
+        return q
 
     def op_cycles(self) -> np.ndarray:
         """Cycles attributed to each op of the op table along the compute queue's timeline (see
@@ -292,53 +294,31 @@ class ProgramRun:
 
 class OverlapMeter:
     """Cycles the load (store) queue was busy while the compute queue was too, over the chunks of one program (a
-    transfer of one chunk can run under the compute of the next). Exact: every later instruction of a queue starts
-    at or after that queue's latest start and its own dispatch index, so the parts of the intervals before the
-    earliest such bound are final and are measured at once; the rest carries to the next chunk."""
-
-    QUEUES = (sched.LOAD_Q, sched.COMPUTE_Q, sched.STORE_Q)
+    transfer of one chunk can run under the compute of the next): :func:`sim.kernels.program.overlap_bounded`
+    measures what is final after each chunk and carries the rest."""
 
     def __init__(self):
-        empty = np.zeros(0, np.int64)
-        self.carry = {q: (empty, empty) for q in self.QUEUES}
-        self.last_start = {q: -1 for q in self.QUEUES}
+        self.carry = np.zeros((0, 3), np.int64)
+        self.last_start = np.full(3, -1, np.int64)
         self.dispatched = 0
         self.total = {"load_under_compute": 0, "store_under_compute": 0}
 
-    def add(self, pr: "ProgramRun") -> None:
-        queue = pr.queue_of()
-        self.dispatched += len(queue)
-        spans = {}
-        for q in self.QUEUES:
-            idx = np.flatnonzero(queue == q)
-            if len(idx):
-                self.last_start[q] = max(self.last_start[q], int(pr.start[idx].max()))
-            s = np.concatenate([self.carry[q][0], pr.start[idx]])
-            e = np.concatenate([self.carry[q][1], pr.done[idx]])
-            keep = e > s
-            spans[q] = (s[keep], e[keep])
-        bound = min(max(self.last_start[q], self.dispatched) for q in self.QUEUES)
-        final = {}
-        for q, (s, e) in spans.items():
-            head = s < bound
-            final[q] = (s[head], np.minimum(e[head], bound))
-            tail = e > bound
-            self.carry[q] = (np.maximum(s[tail], bound), e[tail])
-        self._measure(final)
+    def _run(self, start, done, queue, expand, dispatched) -> None:
+        out = np.empty((len(start) + len(self.carry), 3), np.int64)
+        lo, so, n = sched.overlap_bounded(start, done, queue, expand, self.carry, self.last_start, dispatched, out)
+        self.total["load_under_compute"] += int(lo)
+        self.total["store_under_compute"] += int(so)
+        self.carry = out[:n].copy()
 
-    def _measure(self, spans) -> None:
-        for name, q in (("load_under_compute", sched.LOAD_Q), ("store_under_compute", sched.STORE_Q)):
-            (a_s, a_e), (b_s, b_e) = spans[q], spans[sched.COMPUTE_Q]
-            if len(a_s) and len(b_s):
-                queue = np.concatenate([np.full(len(a_s), q, np.int8), np.full(len(b_s), sched.COMPUTE_Q, np.int8)])
-                self.total[name] += int(sched.overlap(np.concatenate([a_s, b_s]), np.concatenate([a_e, b_e]), queue,
-                                                      q, sched.COMPUTE_Q))
+    def add(self, pr: "ProgramRun") -> None:
+        self.dispatched += len(pr.program)
+        self._run(pr.start, pr.done, pr.timing.queue, pr.expand, self.dispatched)
 
     def close(self) -> dict[str, int]:
         """The totals, once the last chunk is in."""
-        self._measure(self.carry)
         empty = np.zeros(0, np.int64)
-        self.carry = {q: (empty, empty) for q in self.QUEUES}
+        self.last_start[:] = np.iinfo(np.int64).max // 4
+        self._run(empty, empty, np.zeros(0, np.int8), empty, np.iinfo(np.int64).max // 4)
         return dict(self.total)
 
 
@@ -373,7 +353,7 @@ class _Clock:
         self.tail = np.zeros(4, np.int64)
         self.index = 0
 
-    def advance(self, program: Program, t: "_Timing"):
+    def advance(self, program: Program, t: "_Timing", expand: np.ndarray):
         n = len(program)
         live = [self.tokens[q, self.head[q]:self.tail[q]] for q in range(4)]
         tokens = np.zeros((4, max(len(x) for x in live) + n + 1), np.int64)
@@ -382,8 +362,8 @@ class _Clock:
         self.tokens, self.head, self.tail = tokens, np.zeros(4, np.int64), np.array([len(x) for x in live], np.int64)
         start, done, li = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
         pp, pn = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        status = sched.schedule(t.cls, t.queue, t.deps, t.dur, t.ii, t.lat, t.fence, start, done, li, pp, pn,
-                                self.summary, self.state, self.tokens, self.head, self.tail, self.index)
+        status = sched.schedule(t.cls, t.queue, program.deps, t.dur, t.ii, t.lat, t.fence, start, done, li, pp, pn,
+                                self.summary, self.state, self.tokens, self.head, self.tail, self.index, expand)
         if status == sched.TOKEN_MISSING:
             i = int(self.summary[1])
             raise MachineError(f"instruction {self.index + i} ({program.instruction(i).opcode}) pops a token no earlier "
@@ -420,26 +400,24 @@ def run_chunks(chunks, design: Accelerator, memories: Memories | None = None, *,
             raise MachineError("instructions follow the program's FINISH")
         program, segments = (chunk, None) if isinstance(chunk, Program) else (chunk.program, chunk.segments)
         if segments is None or len(segments) == len(program) or not len(program):
-            rep, mult, rep_index = program, None, None
-            t = _timing(program, design)
+            rep, expand, mult = program, np.arange(len(program)), np.ones(len(program), np.int64)
         else:                              # durations once per segment, for every copy
-            rep, expand, mult, rep_index = _representative(program, segments)
-            r = _timing(rep, design)
-            t = _Timing(r.cls[expand], r.queue[expand], program.deps.astype(np.uint8), r.dur[expand], r.ii[expand],
-                        r.lat[expand], r.fence[expand])
+            rep, expand, mult = _representative(program, segments)
+        t = _timing(rep, design)
         if stepped:
-            _step(program, design, t, mem, seed)
-        status, start, done, li = clock.advance(program, t)
+            full = _Timing(*(getattr(t, f)[expand] for f in ("cls", "queue")), program.deps.astype(np.uint8),
+                           *(getattr(t, f)[expand] for f in ("dur", "ii", "lat", "fence")))
+            _step(program, design, full, mem, seed)
+        status, start, done, li = clock.advance(program, t, expand)
         yield ProgramRun(program, int(clock.summary[0]), start, done, li, clock.busy, stepped, mem, t, rep, mult,
-                         rep_index)
+                         expand)
     if status != sched.OK:
         raise MachineError("the program has no FINISH")
 
 
 def _representative(program: Program, segments: np.ndarray):
     """The first copy of every segment as a program of its own, each instruction's representative among them
-    (``expand``), how many instructions each representative stands for (``mult``), and where the representatives
-    are in the program."""
+    (``expand``) and how many instructions each representative stands for (``mult``)."""
     lengths, copies = segments[:, 0], segments[:, 1]
     if int((lengths * copies).sum()) != len(program):
         raise MachineError(f"the chunk's segments cover {int((lengths * copies).sum())} instructions, not "
@@ -448,11 +426,10 @@ def _representative(program: Program, segments: np.ndarray):
     rep_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     # representatives: each segment's first copy; every instruction maps to its copy-0 twin
     rep_idx = np.concatenate([np.arange(a, a + n) for a, n in zip(seg_start.tolist(), lengths.tolist())])
-    seg_of = np.repeat(np.arange(len(lengths)), lengths * copies)
-    within = (np.arange(len(program)) - seg_start[seg_of]) % np.repeat(lengths, lengths * copies)
-    expand = rep_start[seg_of] + within
+    expand = np.concatenate([np.tile(np.arange(r, r + n), c) for r, n, c in
+                             zip(rep_start.tolist(), lengths.tolist(), copies.tolist())])
     rep = Program(program.words[rep_idx], program.op_table, design=program.design, meta=program.meta)
-    return rep, expand, np.repeat(copies, lengths), rep_idx
+    return rep, expand, np.repeat(copies, lengths)
 
 
 # -- the stepped mode ---------------------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from models.schemes import get_scheme
 from models.workload import Op, Workload, extract_workload
 
 from .compiler import CapacityError, Compiled, compile_chunks, compile_workload
-from .machine import (REDUCTIONS, VECTOR_MIX, VECTOR_PASSES, OverlapMeter, ProgramRun, compute_spans, events, run,
-                      run_chunks, unique_runs)
+from .kernels import program as sched
+from .machine import (REDUCTIONS, VECTOR_MIX, VECTOR_PASSES, OverlapMeter, ProgramRun, events, run, run_chunks,
+                      unique_runs)
 
 __all__ = ["OpTiming", "ModelRun", "CapacityError", "simulate_model", "time_op", "workload_macs_by_kind",
            "VECTOR_PASSES", "VECTOR_MIX", "REDUCTIONS"]
@@ -181,17 +182,15 @@ class _Tally:
         n_ops = self.n
         self.length += len(pr.program)
         self.overlap.add(pr)
-        # cycles: the compute queue's timeline, cut at its instructions (sim.machine.compute_spans)
-        comp = np.flatnonzero(pr.queue_of() == 1)
-        if len(comp):
-            spans, self.end = compute_spans(pr.done[comp], self.end)
-            crefs = pr.program.op_refs[comp].astype(np.int64)
-            ok = crefs < n_ops
-            self.cycles += _bincount(crefs[ok], spans[ok], n_ops)
-            self.last = int(crefs[-1])
-        # everything else is the same in every copy of a repeated segment: counted once, times its copies
-        program, mult, where = pr.representatives()
+        # everything but the timeline is the same in every copy of a repeated segment: counted once, times its
+        # copies (pr.representatives)
+        program, mult = pr.representatives()
         refs = program.op_refs.astype(np.int64)
+        # cycles: the compute queue's timeline, cut at its instructions (as sim.machine.compute_spans)
+        self.end, last = sched.credit_compute(pr.done, pr.timing.queue, refs, pr.expand, self.end, n_ops,
+                                              self.cycles)
+        if last >= 0:
+            self.last = int(last)
         ok_all = refs < n_ops
         self.instructions += _bincount(refs[ok_all], mult[ok_all], n_ops)
         by_op = np.bincount(program.opcodes, weights=mult, minlength=len(OPCODES))
@@ -209,7 +208,7 @@ class _Tally:
             t = pr.timing                                    # every MATMUL's beats and issue interval
             r = refs[mm]
             ok = r < n_ops
-            dur, ii, k = t.dur[where[mm]], t.ii[where[mm]], mult[mm]
+            dur, ii, k = t.dur[mm], t.ii[mm], mult[mm]
             self.beats += _bincount(r[ok], (dur * k)[ok], n_ops)
             self.issue += _bincount(r[ok], (dur * ii * k)[ok], n_ops)
             self.matmuls += _bincount(r[ok], k[ok], n_ops)

@@ -55,7 +55,7 @@ def _push_queue(q, prev):
 
 @cached_njit
 def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, push_prev_at, push_next_at,
-             summary, state, tokens, head, tail, first_index):
+             summary, state, tokens, head, tail, first_index, expand):
     """Time the instructions of one chunk of a program, continuing from ``state``. Inputs (length n): ``cls``
     class, ``queue`` (-1 for none), ``deps`` bits, ``dur`` (cycles, or beats for a MATMUL), ``ii`` and ``lat``
     (MATMUL), ``fence`` (MATMUL: wait for the compute queue to drain). Outputs (length n): ``start`` and ``done``
@@ -64,15 +64,18 @@ def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, pus
     compute and store queues] (the busy cycles accumulate). ``state`` = [issue_free, comp_done, free of the load,
     compute and store queues] carries from chunk to chunk, as do the token queues ``tokens`` [4, capacity] with
     their ``head``/``tail`` indices (capacity: what is queued plus this chunk's instructions). Instruction ``i`` of
-    the chunk is instruction ``first_index + i`` of the program (dispatched at that cycle). Returns OK after a
-    FINISH, NO_FINISH when the chunk ends without one (the program goes on), or TOKEN_MISSING."""
-    n = cls.shape[0]
+    the chunk is instruction ``first_index + i`` of the program (dispatched at that cycle). ``cls``, ``queue``,
+    ``dur``, ``ii``, ``lat`` and ``fence`` may be given once per representative of a repeated segment: instruction
+    ``i`` reads entry ``expand[i]`` of them (its own ``deps[i]``, the outputs ``[i]``). Returns OK after a FINISH,
+    NO_FINISH when the chunk ends without one (the program goes on), or TOKEN_MISSING."""
+    n = expand.shape[0]
     issue_free = state[0]                 # compute queue: first cycle a following MATMUL may issue a beat
     comp_done = state[1]                  # compute queue: every earlier compute instruction done by then
     end = summary[0]
     for i in range(n):
-        c = cls[i]
-        q = queue[i]
+        x = expand[i]
+        c = cls[x]
+        q = queue[x]
         d = deps[i]
         t = first_index + i                # dispatched one per cycle in program order
         last_issue[i] = -1
@@ -96,28 +99,28 @@ def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, pus
                 head[tq] += 1
         if c == TRANSFER:
             t = max(t, state[2 + q])
-            e = t + dur[i]
+            e = t + dur[x]
             state[2 + q] = e
-            summary[2 + q] += dur[i]
+            summary[2 + q] += dur[x]
             tp = e
             tn = e
         elif c == MATMUL:
-            t = max(t, comp_done if fence[i] else issue_free)
-            li = t + (dur[i] - 1) * ii[i]
-            dd = li + lat[i]
-            issue_free = li + ii[i]
+            t = max(t, comp_done if fence[x] else issue_free)
+            li = t + (dur[x] - 1) * ii[x]
+            dd = li + lat[x]
+            issue_free = li + ii[x]
             e = dd + 1
             comp_done = max(comp_done, e)
             last_issue[i] = li
-            summary[2 + COMPUTE_Q] += dur[i] * ii[i]
+            summary[2 + COMPUTE_Q] += dur[x] * ii[x]
             tp = li + 1                    # the buffer slot it read is free again
             tn = e                         # its results are written
         elif c == SERIAL:
             t = max(t, comp_done)
-            e = t + dur[i]
+            e = t + dur[x]
             comp_done = e
             issue_free = e
-            summary[2 + COMPUTE_Q] += dur[i]
+            summary[2 + COMPUTE_Q] += dur[x]
             tp = e
             tn = e
         else:                              # SYNC / NOP: no cycles; later instructions of its queue wait for it
@@ -197,3 +200,92 @@ def overlap(start, done, queue, qa, qb):
         else:
             j += 1
     return total
+
+
+@cached_njit
+def overlap_bounded(start, done, queue, expand, carry, last_start, dispatched, out):
+    """:func:`overlap` for one chunk of a longer program, exactly: intervals ``[start, done)`` of the load (0),
+    compute (1) and store (2) queues, after the ``carry`` rows ``[s, e, queue]`` left by earlier chunks, are merged
+    per queue; their parts before the bound — the earliest cycle any later instruction can start, ``min`` over the
+    queues of ``max(latest start so far, dispatched)``, since each queue starts in order and no instruction starts
+    before its dispatch — are intersected (load with compute, store with compute), the rest is written to ``out``
+    to be carried. ``last_start`` (per queue) is updated. Returns (load ∩ compute, store ∩ compute, rows in
+    ``out``). Instruction ``i``'s queue is ``queue[expand[i]]``."""
+    n = start.shape[0]
+    k = carry.shape[0]
+    cap = n + k
+    ms = np.empty((3, cap), np.int64)
+    me = np.empty((3, cap), np.int64)
+    cnt = np.zeros(3, np.int64)
+    for j in range(k + n):
+        if j < k:
+            s = carry[j, 0]
+            e = carry[j, 1]
+            q = carry[j, 2]
+        else:
+            i = j - k
+            q = queue[expand[i]]
+            if q < 0 or q > 2:
+                continue
+            s = start[i]
+            e = done[i]
+            if s > last_start[q]:
+                last_start[q] = s
+        if e <= s:
+            continue
+        c = cnt[q]
+        if c > 0 and s <= me[q, c - 1]:
+            if e > me[q, c - 1]:
+                me[q, c - 1] = e
+        else:
+            ms[q, c] = s
+            me[q, c] = e
+            cnt[q] = c + 1
+    bound = max(last_start[0], dispatched)
+    for q in range(1, 3):
+        bound = min(bound, max(last_start[q], dispatched))
+    n_out = 0
+    for q in range(3):
+        for c in range(cnt[q]):
+            if me[q, c] > bound:
+                out[n_out, 0] = max(ms[q, c], bound)
+                out[n_out, 1] = me[q, c]
+                out[n_out, 2] = q
+                n_out += 1
+                me[q, c] = bound               # the part before the bound (empty when it starts after it)
+    totals = np.zeros(2, np.int64)
+    for t in range(2):
+        qa = 0 if t == 0 else 2
+        a = 0
+        b = 0
+        while a < cnt[qa] and b < cnt[1]:
+            lo = max(ms[qa, a], ms[1, b])
+            hi = min(me[qa, a], me[1, b])
+            if hi > lo:
+                totals[t] += hi - lo
+            if me[qa, a] < me[1, b]:
+                a += 1
+            else:
+                b += 1
+    return totals[0], totals[1], n_out
+
+
+@cached_njit
+def credit_compute(done, queue, refs, expand, prev_end, n_ops, out):
+    """The compute queue's timeline cut at its instructions, credited to their ops: each compute-queue
+    instruction ``i`` (queue ``queue[expand[i]]``, op ``refs[expand[i]]``) takes the cycles from the previous one's
+    end (``prev_end`` before the first) to its own end, its op ``out[ref] +=`` them (``ref >= n_ops``: none).
+    Returns the new end and the last instruction's op (-1: none)."""
+    end = prev_end
+    last = -1
+    for i in range(done.shape[0]):
+        x = expand[i]
+        if queue[x] != COMPUTE_Q:
+            continue
+        e = max(end, done[i])
+        r = refs[x]
+        if r < n_ops:
+            out[r] += e - end
+        end = e
+        last = r
+    return end, last
