@@ -35,6 +35,9 @@ File format (TOML shown; YAML and JSON have the same keys)::
     [vector]
     lanes = 16
     fp_bits = 16
+    [dma]                         # optional: the transfer engines (LOAD/STORE)
+    bytes_per_cycle = 128         # at most this many bytes a cycle; default: the DRAM's rate rounded up to a power
+                                  # of two (at least 8, at most the widest buffer line)
     [post]                        # optional: the integer post-processing unit (docs/isa.md)
     lanes = 16                    # elements per cycle; default: the vector unit's lanes
     latency = 2                   # cycles; default 2
@@ -47,6 +50,7 @@ File format (TOML shown; YAML and JSON have the same keys)::
 import json
 import math
 import tomllib
+from fractions import Fraction
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -58,7 +62,7 @@ from .units import FpMacParams, UnitParams, engine_params_for
 from .units.base import _choice, _int_field
 
 __all__ = ["CLOCK_MHZ", "DRAM_GBPS", "DRAM_PJ_PER_BIT", "BUFFER_MAX_BYTES", "BUFFER_ROLES", "FpMacParams",
-           "BufferSpec", "DramSpec", "VectorUnitSpec", "PostUnitSpec", "EngineSlot", "MappingPolicy", "Accelerator",
+           "BufferSpec", "DramSpec", "VectorUnitSpec", "PostUnitSpec", "DmaSpec", "EngineSlot", "MappingPolicy", "Accelerator",
            "load_design", "load_design_with_policy", "design_from_dict", "BUILTIN_DESIGNS", "design_path"]
 
 _DESIGN_DIR = Path(__file__).with_name("designs")
@@ -118,6 +122,12 @@ class BufferSpec:
     def bank_bytes(self) -> int:
         return self.size_bytes // self.banks
 
+    @property
+    def line_bits(self) -> int:
+        """Bits a transfer (``LOAD``/``STORE``) moves in or out of this buffer per cycle: one word per bank, on
+        one port (the other read ports feed the engines)."""
+        return self.banks * self.word_bits
+
 
 @dataclass(frozen=True)
 class DramSpec:
@@ -157,6 +167,20 @@ class PostUnitSpec:
         if self.lanes is not None:
             _int_field("post.lanes", self.lanes, 1, 65536)
         _int_field("post.latency", self.latency, 0, POST_MAX_LATENCY)
+
+
+@dataclass(frozen=True)
+class DmaSpec:
+    """The transfer engines of ``LOAD``/``STORE`` (one per data-moving queue): at most ``bytes_per_cycle`` bytes a
+    cycle (None: resolved by :class:`Accelerator` to the DRAM's rate rounded up to a power of two, at least 8 and
+    at most the widest buffer line). It caps on-chip copies (whose buffer lines may be far wider than DRAM's
+    rate) and sizes the RTL's data path (``hw.accel``)."""
+
+    bytes_per_cycle: int | None = None
+
+    def __post_init__(self):
+        if self.bytes_per_cycle is not None:
+            _int_field("dma.bytes_per_cycle", self.bytes_per_cycle, 1, 1 << 16)
 
 
 @dataclass(frozen=True)
@@ -256,6 +280,7 @@ class Accelerator:
     dram: DramSpec
     vector: VectorUnitSpec
     post: PostUnitSpec | None = None
+    dma: DmaSpec | None = None
 
     def __post_init__(self):
         _number("clock_mhz", self.clock_mhz, CLOCK_MHZ, "MHz (1 kHz to 100 GHz)")
@@ -278,6 +303,12 @@ class Accelerator:
         if post.lanes is None:
             post = replace(post, lanes=self.vector.lanes)
         object.__setattr__(self, "post", post)
+        dma = self.dma if self.dma is not None else DmaSpec()
+        if dma.bytes_per_cycle is None:
+            widest = max(b.line_bits // 8 for b in buffers.values())
+            want = max(8, 1 << max(0, math.ceil(self.dram_rate) - 1).bit_length())
+            dma = DmaSpec(max(1, min(widest, want)))
+        object.__setattr__(self, "dma", dma)
 
     @property
     def weight_buffer(self) -> BufferSpec:
@@ -298,6 +329,32 @@ class Accelerator:
     @property
     def dram_bytes_per_cycle(self) -> float:
         return self.dram.bandwidth_gbps * 1e9 / self.clock_hz
+
+    @property
+    def dram_rate(self) -> Fraction:
+        """DRAM bytes per cycle, exactly: the decimal bandwidth and clock as written (25.6 GB/s at 200 MHz is 128),
+        so the simulator and the RTL's pacing (a remainder counter, no division) agree on every cycle."""
+        return Fraction(repr(self.dram.bandwidth_gbps)) * 1000 / Fraction(repr(self.clock_mhz))
+
+    def transfer_rate(self, src: int | None, dst: int | None) -> Fraction:
+        """Bytes per cycle of a transfer from ``src`` to ``dst`` (a buffer's index in :data:`BUFFER_ROLES`, or None
+        for DRAM and the host link): the slowest of the DRAM's rate (when one side is DRAM) and the buffers' line
+        widths (:attr:`BufferSpec.line_bits`)."""
+        rates = [self.dram_rate] if src is None or dst is None else []
+        rates += [Fraction(self.buffers[BUFFER_ROLES[b]].line_bits, 8) for b in (src, dst) if b is not None]
+        return min(rates + [Fraction(self.dma.bytes_per_cycle)])
+
+    def transfer_cycles(self, rows: int, row_bytes: int, src: int | None, dst: int | None) -> int:
+        """Cycles of one ``LOAD``/``STORE`` (docs/isa.md §4.1, the one place this formula lives): a cycle to set
+        up; then each row at :meth:`transfer_rate` (a row's last cycle may move fewer bytes: rows are not merged),
+        plus the DRAM's latency when one side is DRAM, plus one cycle when a buffer is read (its read is
+        registered). Nothing to move (0 rows or 0 bytes) takes the set-up cycle only."""
+        if rows * row_bytes == 0:
+            return 1
+        rate = self.transfer_rate(src, dst)
+        per_row = -(-row_bytes * rate.denominator // rate.numerator)
+        dram = src is None or dst is None
+        return 1 + rows * per_row + (self.dram.latency_cycles if dram else 0) + (src is not None)
 
     def engine_for(self, unit: str, *, op: str = "") -> EngineSlot:
         """The engine slot that runs ``unit`` work: an engine of that very kind, else one whose unit serves it
@@ -321,6 +378,7 @@ class Accelerator:
             "name": self.name, "clock_mhz": self.clock_mhz, "engines": [engine(e) for e in self.engines],
             "buffers": {b.name: {k: v for k, v in asdict(b).items() if k != "name"} for b in self.buffers.values()},
             "dram": asdict(self.dram), "vector": asdict(self.vector), "post": asdict(self.post),
+            "dma": asdict(self.dma),
         }
 
     @classmethod
@@ -335,7 +393,7 @@ def design_from_dict(d: dict, *, source: str = "design") -> tuple[Accelerator, M
     every error names the field."""
     if not isinstance(d, dict):
         raise ValueError(f"{source}: a design must be a table/object, not {type(d).__name__}")
-    known = {"name", "clock_mhz", "engines", "buffers", "dram", "vector", "post", "mapping"}
+    known = {"name", "clock_mhz", "engines", "buffers", "dram", "vector", "post", "dma", "mapping"}
     _known(d, known, source)
     for key in ("name", "clock_mhz", "engines", "buffers", "dram", "vector"):
         if key not in d:
@@ -361,11 +419,14 @@ def design_from_dict(d: dict, *, source: str = "design") -> tuple[Accelerator, M
     _known(vector, {"lanes", "fp_bits"}, f"{source}: vector")
     post = _table(d, "post", source) if "post" in d else {}
     _known(post, {"lanes", "latency"}, f"{source}: post")
+    dma = _table(d, "dma", source) if "dma" in d else {}
+    _known(dma, {"bytes_per_cycle"}, f"{source}: dma")
     mapping = _table(d, "mapping", source) if "mapping" in d else {}
     _known(mapping, set(MappingPolicy.keys()), f"{source}: mapping")
     try:
         accelerator = Accelerator(name=d["name"], clock_mhz=d["clock_mhz"], engines=tuple(engines), buffers=built,
-                                  dram=DramSpec(**dram), vector=VectorUnitSpec(**vector), post=PostUnitSpec(**post))
+                                  dram=DramSpec(**dram), vector=VectorUnitSpec(**vector), post=PostUnitSpec(**post),
+                                  dma=DmaSpec(**dma))
         policy = MappingPolicy(**mapping)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{source}: {exc}") from None

@@ -163,7 +163,7 @@ def _transfer_fields(direction: str) -> tuple[Field, ...]:
         Field("host", 6, 0, 1, kind="flag", default=0, doc=f"{direction} the host link instead of DRAM"),
         Field("onchip", 6, 1, 1, kind="flag", default=0,
               doc="a copy between buffers: `dram` holds a buffer address (e.g. a KV-cache append on chip); timed "
-                  "at the written buffer's port width"),
+                  "at the narrower buffer line (§4.1)"),
     )
 
 

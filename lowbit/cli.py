@@ -127,6 +127,10 @@ def _save_npz_atomic(path: Path, **arrays) -> None:
 # -- lowbit verilog ---------------------------------------------------------------------------------------
 
 def _cmd_verilog(args) -> int:
+    if args.unit == "accelerator":
+        return _verilog_accelerator(args)
+    if args.design is not None or args.imem_depth is not None:
+        raise UsageError("--design and --imem-depth are for `lowbit verilog accelerator`, not for a unit")
     from .unit_args import params_from_args
 
     params = params_from_args(args)
@@ -138,6 +142,32 @@ def _cmd_verilog(args) -> int:
     unit = write_unit(params, out)
     print(f"wrote {unit.verilog_path} and {unit.manifest_path.name} "
           f"({params.macs_per_cycle} MACs/cycle, latency {params.latency}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _verilog_accelerator(args) -> int:
+    """``lowbit verilog accelerator --design D -o DIR``: the whole accelerator's Verilog and manifest."""
+    from hw.accel.plan import DEFAULT_IMEM_DEPTH, AccelPlan
+    from hw.accelerator import load_design
+
+    from .unit_args import COMMON_FLAGS
+
+    if args.design is None:
+        raise UsageError("lowbit verilog accelerator needs --design (a built-in design name or a design file)")
+    given = [f"--{f.replace('_', '-')}" for f in COMMON_FLAGS if getattr(args, f) is not None] + \
+        (["--param"] if args.param else [])
+    if given:
+        raise UsageError(f"{', '.join(given)}: unit options; an accelerator takes its units from --design")
+    plan = AccelPlan.of(load_design(args.design), imem_depth=args.imem_depth or DEFAULT_IMEM_DEPTH)
+    out = check_output(args.output, directory=True)
+
+    from hw.accel.export import write_accelerator
+
+    start = time.perf_counter()
+    verilog_path, manifest_path = write_accelerator(plan, out)
+    b = ", ".join(f"{x.name} {x.size_bytes:,} B in {x.line_bytes}-byte lines" for x in plan.buffers)
+    print(f"wrote {verilog_path} and {manifest_path.name} ({plan.design.name}: {b}; {plan.imem_depth} "
+          f"instructions) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -518,9 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowbit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    v = sub.add_parser("verilog", help="generate a unit's Verilog and JSON manifest")
+    v = sub.add_parser("verilog", help="generate a unit's (or the whole accelerator's) Verilog and JSON manifest")
     add_unit_arguments(v)
     v.add_argument("-o", "--output", required=True, help="output directory")
+    v.add_argument("--design", help="with unit `accelerator`: built-in design name or a design file")
+    v.add_argument("--imem-depth", dest="imem_depth", type=_positive_int,
+                   help="with unit `accelerator`: instructions the instruction memory holds (default 1024)")
     v.set_defaults(func=_cmd_verilog)
 
     synth_cli.register(sub)

@@ -78,7 +78,8 @@ def add_unit_arguments(p) -> None:
     from hw.params import UNIT_PARAMS
 
     units = ", ".join(k.value for k in UNIT_PARAMS)
-    p.add_argument("unit", help=f"unit ({units})")
+    p.add_argument("unit", help=f"unit ({units}), or `accelerator` (lowbit verilog: the whole accelerator of "
+                                f"--design)")
     # Values stay strings here: the unit's parameter class validates them and names the bad value.
     p.add_argument("--lanes", help="reduction elements per cycle")
     p.add_argument("--rows", help="outputs computed in parallel")

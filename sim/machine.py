@@ -116,16 +116,15 @@ class _Timing:
     fence: np.ndarray
 
 
-def _transfer_cycles(design: Accelerator, nbytes: np.ndarray, onchip: np.ndarray, dst_buffer: np.ndarray) -> np.ndarray:
-    """DRAM transfers at the design's bandwidth plus its latency (0 bytes: 0 cycles); an on-chip copy at the
-    written buffer's port width."""
-    dram = np.where(nbytes > 0, np.ceil(nbytes / design.dram_bytes_per_cycle).astype(np.int64)
-                    + design.dram.latency_cycles, 0)
-    if not onchip.any():
-        return dram
-    bpc = np.array([design.buffers[_BUFFER_NAMES[b]].bits_per_cycle for b in range(len(BUFFERS))], np.int64)
-    copy = -(-(nbytes * 8) // bpc[np.minimum(dst_buffer, len(BUFFERS) - 1)])
-    return np.where(onchip, copy, dram)
+def _transfer_cycles(design: Accelerator, rows: np.ndarray, nbytes: np.ndarray, src: np.ndarray,
+                     dst: np.ndarray) -> np.ndarray:
+    """:meth:`Accelerator.transfer_cycles` of each transfer (``src``/``dst``: a buffer index, -1 for DRAM), once per
+    distinct shape."""
+    key = np.stack([rows, nbytes, src, dst], axis=1).astype(np.int64)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    cycles = np.array([design.transfer_cycles(int(r), int(b), None if s < 0 else int(s), None if d < 0 else int(d))
+                       for r, b, s, d in uniq.tolist()], np.int64)
+    return cycles[inv.reshape(-1)]
 
 
 @lru_cache(maxsize=4096)
@@ -157,11 +156,13 @@ def _timing(program: Program, design: Accelerator) -> _Timing:
     for name, q in (("LOAD", sched.LOAD_Q), ("STORE", sched.STORE_Q)):
         idx = program.indices(name)
         if len(idx):
-            nbytes = program.field(name, "rows") * program.field(name, "row_bytes")
             onchip = program.field(name, "onchip").astype(bool)
-            dst = split_address(program.field(name, "sram" if name == "LOAD" else "dram"))[0]
+            near = split_address(program.field(name, "sram"))[0].astype(np.int64)
+            far = np.where(onchip, split_address(program.field(name, "dram"))[0], -1).astype(np.int64)
+            src, dst = (far, near) if name == "LOAD" else (near, far)
             t.cls[idx], t.queue[idx] = sched.TRANSFER, q
-            t.dur[idx] = _transfer_cycles(design, nbytes, onchip, dst)
+            t.dur[idx] = _transfer_cycles(design, program.field(name, "rows"), program.field(name, "row_bytes"),
+                                          src, dst)
     idx = program.indices("MATMUL")
     if len(idx):
         t.cls[idx], t.queue[idx] = sched.MATMUL, sched.COMPUTE_Q

@@ -42,7 +42,7 @@ from models.units import UnitKind
 from .interpret import PACK_UNITS, act_format, aux_elements, engine_params
 from .memory import Memories, row_bytes, write_matrix
 
-__all__ = ["ENGINE_KINDS", "random_design", "random_program", "races", "program_regions"]
+__all__ = ["ENGINE_KINDS", "DATA_STEPS", "random_design", "random_program", "races", "program_regions"]
 
 #: The engine kinds a random design draws from: every stream engine with an integer reference.
 ENGINE_KINDS = ("ternary-mac", "xnor-popcount", "bamm", "binary-basis", "int8-mac")
@@ -920,16 +920,21 @@ class _Gen:
 _STEPS = (("load_tile", 3), ("load_acts", 3), ("matmul", 5), ("post", 5), ("store", 2), ("reload", 0.5),
           ("copy_onchip", 0.5), ("noise", 0.7))
 
+#: A mix of operations that only move data (LOAD, STORE, on-chip copies, SYNC, NOP): the programs an accelerator
+#: without its compute wired can run (``hw.accel.plan.EXECUTES``).
+DATA_STEPS = (("load_tile", 2), ("load_acts", 3), ("store", 3), ("reload", 1.5), ("copy_onchip", 1.5), ("noise", 2))
 
-def random_program(rng: np.random.Generator, design: Accelerator, *, steps: int | None = None
-                   ) -> tuple[Program, Memories]:
+
+def random_program(rng: np.random.Generator, design: Accelerator, *, steps: int | None = None,
+                   mix: tuple = _STEPS) -> tuple[Program, Memories]:
     """A random valid program on ``design`` (an integer stream-engine design such as :func:`random_design` makes)
     and the memories it starts from: a DRAM image with its weight tiles, activations and auxiliary operands and
     room for its stores, and buffers of random bytes. ``steps`` operations (default 6–24), each a few
-    instructions; see the module docstring."""
+    instructions; see the module docstring. ``mix``: the operations and their weights (:data:`DATA_STEPS`: data
+    movement only)."""
     g = _Gen(rng, design)
     steps = int(rng.integers(6, 25)) if steps is None else steps
-    names, weights = zip(*_STEPS)
+    names, weights = zip(*mix)
     prob = np.array(weights, float) / sum(weights)
     done = 0
     for e in g.engines:                             # something to multiply from the start

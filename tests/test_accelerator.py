@@ -96,6 +96,8 @@ def _with(path, value):
     (("buffers", "kv", "banks"), 3, "buffers.kv: 65,536 bytes do not split into 3 equal banks"),
     (("engines",), {"unit": "ternary-mac"}, "engines must be an array of tables"),
     (("buffers", "kv", "size_kib"), 0.1, "buffers.kv.size_kib = 0.1 is not a whole number of bytes"),
+    (("dma",), {"bytes_per_cycle": 0}, "dma.bytes_per_cycle must be in [1, 65536], not 0"),
+    (("dma",), {"width": 8}, "dma: unknown field(s) ['width']"),
 ])
 def test_bad_designs_are_refused_naming_the_field(path, value, message):
     with pytest.raises((ValueError, TypeError)) as info:
@@ -183,3 +185,27 @@ def test_a_systolic_array_serves_int8_work_unless_an_int8_engine_is_there():
         Accelerator.from_dict({**BASE, "engines": [{"unit": "fp-vector", "lanes": 4}]})
     with pytest.raises(ValueError, match=r"engines\[systolic\].count must be 1, not 2"):
         Accelerator.from_dict({**BASE, "engines": [{**array, "count": 2}]})
+
+
+def test_transfer_cycles_by_hand():
+    from fractions import Fraction
+    d = _with(("dram",), {"bandwidth_gbps": 1.6, "latency_cycles": 3})
+    d["clock_mhz"] = 250
+    for b in d["buffers"].values():
+        b.update({"banks": 1, "word_bits": 64})
+    a = Accelerator.from_dict(d)
+    # 1.6 GB/s at 250 MHz is exactly 32/5 bytes a cycle; the DMA defaults to the next power of two, 8 (the lines)
+    assert a.dram_rate == Fraction(32, 5) and a.dma.bytes_per_cycle == 8
+    assert a.transfer_rate(None, 1) == Fraction(32, 5) and a.transfer_rate(0, 1) == 8
+    # LOAD, 2 rows of 10 bytes: set-up + 2 × ceil(10 / 6.4) + latency
+    assert a.transfer_cycles(2, 10, None, 1) == 1 + 2 * 2 + 3
+    # STORE: one more, its buffer read; an on-chip copy: no latency, the buffer read, 8 bytes a cycle
+    assert a.transfer_cycles(2, 10, 1, None) == 1 + 2 * 2 + 3 + 1
+    assert a.transfer_cycles(3, 17, 0, 2) == 1 + 3 * 3 + 1
+    # nothing to move: the set-up cycle
+    assert a.transfer_cycles(0, 10, None, 1) == a.transfer_cycles(5, 0, 1, None) == 1
+    # a narrower DMA caps on-chip copies, and DRAM transfers when it is slower than DRAM
+    d["dma"] = {"bytes_per_cycle": 4}
+    a4 = Accelerator.from_dict(d)
+    assert a4.transfer_rate(0, 1) == 4 and a4.transfer_cycles(1, 10, None, 1) == 1 + 3 + 3
+    assert a4.to_dict()["dma"] == {"bytes_per_cycle": 4}

@@ -15,7 +15,7 @@ from . import cached_njit
 TRANSFER = 0      # LOAD / STORE: `dur` cycles on its queue
 MATMUL = 1        # `dur` beats every `ii` cycles, results `lat` cycles after the last beat
 SERIAL = 2        # POST / HOST: `dur` cycles on the compute queue after every earlier compute instruction is done
-SYNC = 3          # no cycles (SYNC, NOP)
+SYNC = 3          # SYNC: one cycle on its queue; NOP (no queue): none
 FINISH = 4
 
 # queues
@@ -123,17 +123,23 @@ def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, pus
             summary[2 + COMPUTE_Q] += dur[x]
             tp = e
             tn = e
-        else:                              # SYNC / NOP: no cycles; later instructions of its queue wait for it
-            if q == COMPUTE_Q:
-                t = max(t, comp_done)
-                issue_free = max(issue_free, t)
-                comp_done = max(comp_done, t)
-            elif q >= 0:
-                t = max(t, state[2 + q])
-                state[2 + q] = t
+        elif q < 0:                        # NOP: no queue, no cycles (dispatch drops it)
             e = t
             tp = t
             tn = t
+        else:                              # SYNC: one cycle on its queue
+            if q == COMPUTE_Q:
+                t = max(t, comp_done)
+                e = t + 1
+                issue_free = max(issue_free, e)
+                comp_done = e
+            else:
+                t = max(t, state[2 + q])
+                e = t + 1
+                state[2 + q] = e
+            summary[2 + q] += 1
+            tp = e
+            tn = e
         start[i] = t
         done[i] = e
         end = max(end, e)

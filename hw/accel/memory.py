@@ -1,0 +1,177 @@
+"""A byte-addressed buffer that takes a run of up to a line of bytes at any address in one cycle.
+
+A buffer of lines of ``L`` bytes (one word of each bank) is kept as two ``lib.memory`` memories, the even and the
+odd lines. A run of ``c <= L`` bytes at byte address ``a`` touches at most two consecutive lines — one even, one
+odd — so it is one write (with byte enables) or one read of each: the run is shifted to ``a mod L`` across a
+double line, whose low half goes to line ``a div L`` and high half to the line after. Reads are the same in
+reverse. Each :class:`RunPort` is one such port; a buffer has one per mover (the load and the store queue each
+read and write it: on-chip copies) and a line-wide debug port for the host.
+"""
+
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .ram import RamShape
+
+__all__ = ["RunWrite", "RunRead", "LineMemory", "shift_bytes"]
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length()) if n > 1 else 1
+
+
+def shift_bytes(x, amount, out_bytes: int, *, left: bool):
+    """``x`` shifted by ``amount`` whole bytes, as a barrel shifter (one 2:1 mux stage per bit of ``amount``), cut
+    to ``out_bytes``. Why not ``x << amount * 8``: Amaranth's comb-loop check walks a variable shift as every
+    output bit depending on every input bit, quadratic in the width (minutes for a 512-byte line)."""
+    width = 8 * out_bytes
+    cur = x if len(x) >= width else Cat(x, Const(0, width - len(x)))
+    cur = cur[:width] if left else cur
+    for b in range(len(amount)):
+        step = 8 << b
+        if step >= len(cur) and left:
+            moved = Const(0, width)
+        elif left:
+            moved = Cat(Const(0, step), cur[:width - step])
+        else:
+            moved = cur[step:] if step < len(cur) else Const(0, 1)
+        cur = Mux(amount[b], moved, cur)
+    return cur[:width]
+
+
+class RunWrite(wiring.Signature):
+    """Write ``count`` bytes of ``data`` (byte 0 first) at byte ``addr`` when ``en``."""
+
+    def __init__(self, addr_bits: int, lanes: int):
+        super().__init__({"en": Out(1), "addr": Out(addr_bits), "count": Out(_bits(lanes + 1)),
+                          "data": Out(8 * lanes)})
+
+
+class RunRead(wiring.Signature):
+    """Read ``lanes`` bytes from byte ``addr`` when ``en``; ``data`` holds them from the next cycle (``comb``
+    memories: the same cycle) until the next read."""
+
+    def __init__(self, addr_bits: int, lanes: int):
+        super().__init__({"en": Out(1), "addr": Out(addr_bits), "data": In(8 * lanes)})
+
+
+class LineMemory(wiring.Component):
+    """``size_bytes`` bytes in lines of ``line_bytes``; ``writers`` run-write ports and ``readers`` run-read ports of
+    ``lanes`` bytes, plus a line-wide ``host`` port (read or write one whole line). ``read_domain`` ``"sync"`` is a
+    buffer (registered reads, block-RAM style); ``"comb"`` is the bench's DRAM model (reads in the cycle asked)."""
+
+    def __init__(self, size_bytes: int, line_bytes: int, lanes: int, *, writers: int, readers: int,
+                 read_domain: str = "sync"):
+        if lanes > line_bytes:
+            raise ValueError(f"runs of {lanes} bytes do not fit lines of {line_bytes}")
+        self.line_bytes, self.lanes, self.read_domain = line_bytes, lanes, read_domain
+        self.lines = -(-size_bytes // line_bytes)
+        self.half = (self.lines + 2) // 2
+        self.addr_bits = max(1, (self.lines * line_bytes).bit_length())
+        self.line_addr_bits = max(1, self.lines.bit_length())
+        members = {f"w{i}": In(RunWrite(self.addr_bits, lanes)) for i in range(writers)}
+        members.update({f"r{i}": In(RunRead(self.addr_bits, lanes)) for i in range(readers)})
+        members.update({"host_en": In(1), "host_we": In(1), "host_line": In(self.line_addr_bits),
+                        "host_wdata": In(8 * line_bytes), "host_rdata": Out(8 * line_bytes)})
+        self.writers, self.readers = writers, readers
+        #: the RAM module the even and the odd lines are kept in (``"sync"``: see :mod:`hw.accel.ram`)
+        self.ram = RamShape(8 * line_bytes, self.half, writers + 1, readers + 1) if read_domain == "sync" else None
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        L, P = self.line_bytes, self.lanes
+        wports, rports = [[], []], [[], []]          # per memory (even, odd): (en, addr, data) records
+        if self.ram is None:                          # the bench's DRAM model: small, comb reads
+            for parity in (0, 1):
+                mem = memory.Memory(shape=unsigned(8 * L), depth=self.half, init=[])
+                m.submodules[("even", "odd")[parity]] = mem
+                for _ in range(self.writers + 1):
+                    wp = mem.write_port(granularity=8)
+                    wports[parity].append((wp.en, wp.addr, wp.data))
+                for _ in range(self.readers + 1):
+                    rp = mem.read_port(domain="comb")
+                    rports[parity].append((None, rp.addr, rp.data))
+        else:
+            a = self.ram.addr_bits
+            for parity in (0, 1):
+                conns = {"i_clk": ClockSignal()}
+                for i in range(self.ram.writers):
+                    en, addr, dat = Signal(L, name=f"m{parity}_w{i}_en"), Signal(a, name=f"m{parity}_w{i}_addr"), \
+                        Signal(8 * L, name=f"m{parity}_w{i}_data")
+                    conns.update({f"i_w{i}_en": en, f"i_w{i}_addr": addr, f"i_w{i}_data": dat})
+                    wports[parity].append((en, addr, dat))
+                for i in range(self.ram.readers):
+                    en, addr, dat = Signal(name=f"m{parity}_r{i}_en"), Signal(a, name=f"m{parity}_r{i}_addr"), \
+                        Signal(8 * L, name=f"m{parity}_r{i}_data")
+                    conns.update({f"i_r{i}_en": en, f"i_r{i}_addr": addr, f"o_r{i}_data": dat})
+                    rports[parity].append((en, addr, dat))
+                m.submodules[("even", "odd")[parity]] = Instance(self.ram.name, **conns)
+
+        for i in range(self.writers):
+            w = getattr(self, f"w{i}")
+            off = Signal(range(L), name=f"w{i}_off")
+            line = Signal(self.line_addr_bits + 1, name=f"w{i}_line")
+            m.d.comb += [off.eq(w.addr % L), line.eq(w.addr // L)]
+            wide = Signal(16 * L, name=f"w{i}_wide")
+            mask = Signal(2 * L, name=f"w{i}_mask")
+            m.d.comb += wide.eq(shift_bytes(w.data, off, 2 * L, left=True))
+            # lane j of the double line is written when off <= j < off + count
+            end = Signal(range(3 * L + 1), name=f"w{i}_end")
+            m.d.comb += end.eq(off + w.count)
+            m.d.comb += mask.eq(Cat(*[(off <= j) & (j < end) for j in range(2 * L)]))
+            lo_d, hi_d = wide[:8 * L], wide[8 * L:]
+            lo_m, hi_m = mask[:L], mask[L:]
+            odd_first = line[0]
+            for parity in (0, 1):
+                en, addr, dat = wports[parity][i]
+                mine_lo = odd_first if parity else ~odd_first     # the first line is this memory's
+                m.d.comb += [
+                    addr.eq(Mux(mine_lo, line >> 1, (line + 1) >> 1)),
+                    dat.eq(Mux(mine_lo, lo_d, hi_d)),
+                    en.eq(Mux(w.en, Mux(mine_lo, lo_m, hi_m), 0)),
+                ]
+
+        for i in range(self.readers):
+            r = getattr(self, f"r{i}")
+            off = Signal(range(L), name=f"r{i}_off")
+            line = Signal(self.line_addr_bits + 1, name=f"r{i}_line")
+            m.d.comb += [off.eq(r.addr % L), line.eq(r.addr // L)]
+            datas = []
+            for parity in (0, 1):
+                en, addr, dat = rports[parity][i]
+                mine_lo = line[0] if parity else ~line[0]
+                m.d.comb += addr.eq(Mux(mine_lo, line >> 1, (line + 1) >> 1))
+                if en is not None:
+                    m.d.comb += en.eq(r.en)
+                datas.append(dat)
+            if self.ram is None:
+                off_q, odd_q = off, line[0]
+            else:                                   # the realignment of the data the read returns next cycle
+                off_q = Signal(range(L), name=f"r{i}_off_q")
+                odd_q = Signal(name=f"r{i}_odd_q")
+                with m.If(r.en):
+                    m.d.sync += [off_q.eq(off), odd_q.eq(line[0])]
+            lo = Mux(odd_q, datas[1], datas[0])
+            hi = Mux(odd_q, datas[0], datas[1])
+            m.d.comb += r.data.eq(shift_bytes(Cat(lo, hi), off_q, P, left=False))
+
+        # the host's whole-line port (loading, read-back): line l is memory l & 1, entry l >> 1; its ports are the
+        # last of each memory
+        sel = Signal()
+        hdata = []
+        for parity in (0, 1):
+            mine = self.host_line[0] == parity
+            en, addr, dat = wports[parity][self.writers]
+            m.d.comb += [addr.eq(self.host_line >> 1), dat.eq(self.host_wdata),
+                         en.eq(Mux(self.host_en & self.host_we & mine, (1 << L) - 1, 0))]
+            ren, raddr, rdat = rports[parity][self.readers]
+            m.d.comb += raddr.eq(self.host_line >> 1)
+            if ren is not None:
+                m.d.comb += ren.eq(self.host_en & ~self.host_we)
+            hdata.append(rdat)
+        with m.If(self.host_en & ~self.host_we):
+            m.d.sync += sel.eq(self.host_line[0])
+        m.d.comb += self.host_rdata.eq(Mux(sel, hdata[1], hdata[0]))
+        return m

@@ -1,0 +1,262 @@
+"""The accelerator top: instruction memory, dispatch, the load / compute / store queues with their dependency
+tokens, the on-chip buffers, one transfer engine per data-moving queue and the DRAM port.
+
+Timing (docs/isa.md §4, which :mod:`sim.machine` implements; this module meets it cycle for cycle):
+
+* **Dispatch** reads instruction ``i`` in cycle ``i`` (cycle 0 is the first fetch after ``run``) and appends its
+  index to its queue's index FIFO — never stalling: each FIFO is as deep as the instruction memory. ``NOP`` is
+  dropped, ``FINISH`` stops dispatch.
+* **A queue** starts its head instruction in the first cycle in which it is dispatched (the FIFO is bypassed when
+  empty), the queue is free and every token it pops is there; the pops take effect that cycle.
+* **Tokens** are four counters, one per token queue (``isa.spec.TOKEN_ROUTES``: one pusher and one popper each).
+  A push counts from the cycle after the instruction's last cycle — its done cycle — so no decision of one queue
+  reaches another in the same cycle.
+* ``SYNC`` takes its start cycle; a transfer is :class:`hw.accel.mover.Mover`'s.
+* **The count**: ``cycles`` is the first cycle, at or after ``FINISH``'s dispatch, in which every queue is empty
+  and idle — the latest done cycle, as the simulator counts.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from isa.spec import BUFFER_SHIFT, FLAG_BITS, OPCODES, QUEUES, TOKEN_QUEUES, TOKEN_ROUTES, field_table
+
+from .memory import LineMemory
+from .mover import Mover, dram_read_data, dram_read_request, dram_write_ack, dram_write_request
+from .plan import DRAM, AccelPlan
+
+__all__ = ["Accelerator"]
+
+WORD_BITS = 256
+
+
+def _field(word: Signal, opcode: str, name: str):
+    """A field of an instruction word, where ``isa.spec.FIELDS`` puts it."""
+    f = field_table(opcode)[name]
+    lo = 32 * (f.word + 1) + f.lo
+    return word[lo:lo + f.width]
+
+
+class Accelerator(wiring.Component):
+    """The accelerator of ``plan`` (:class:`hw.accel.plan.AccelPlan`). Ports:
+
+    * ``run`` (a one-cycle pulse) starts the program in the instruction memory at instruction 0; ``running``,
+      ``finished`` (until the next ``run``), ``cycles`` (the count, valid with ``finished``), ``error`` (dispatch
+      met an opcode this accelerator does not execute; it stops);
+    * ``imem_we``/``imem_addr``/``imem_data``: write an instruction (the 256-bit little-endian word of
+      ``isa.encoding``) while not running;
+    * ``host_*``: read or write one whole line of the buffer ``host_buf`` (registered read: ``host_rdata`` the next
+      cycle), while not running;
+    * the DRAM port: ``dram_rreq``/``dram_rdata`` (reads, load queue) and ``dram_wreq``/``dram_wack`` (writes,
+      store queue), streams as :mod:`hw.accel.mover` documents.
+    """
+
+    #: Bugs :meth:`__init__` can plant (``faults=``), to show that the verification fails on them: a queue that
+    #: ignores the tokens it pops, and a mover whose destination rows are one byte too far apart.
+    FAULTS = ("ignore_pops", "stride_plus_one")
+
+    def __init__(self, plan: AccelPlan, *, faults=()):
+        unknown = set(faults) - set(self.FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(self.FAULTS)}")
+        self.plan, self.faults = plan, frozenset(faults)
+        D, N = plan.dram_lanes, plan.imem_depth
+        # the buffers: the load queue's mover is run port 0 of each, the store queue's port 1
+        self.buffer_memories = [LineMemory(b.size_bytes, b.line_bytes, min(plan.lanes, b.line_bytes), writers=2,
+                                           readers=2) for b in plan.buffers]
+        self.line_bits = 8 * plan.max_line_bytes
+        super().__init__({
+            "run": In(1), "running": Out(1), "finished": Out(1), "cycles": Out(32), "error": Out(1),
+            "imem_we": In(1), "imem_addr": In(range(N)), "imem_data": In(WORD_BITS),
+            "host_buf": In(2), "host_en": In(1), "host_we": In(1),
+            "host_line": In(max(1, max(b.lines for b in plan.buffers).bit_length())),
+            "host_wdata": In(self.line_bits), "host_rdata": Out(self.line_bits),
+            "dram_rreq": Out(dram_read_request(D)), "dram_rdata": In(dram_read_data(D)),
+            "dram_wreq": Out(dram_write_request(D)), "dram_wack": In(dram_write_ack(D)),
+        })
+
+    @property
+    def ram_shapes(self) -> list:
+        """The RAM modules (:mod:`hw.accel.ram`) the Verilog of this accelerator instantiates."""
+        return sorted({mem.ram for mem in self.buffer_memories}, key=lambda r: r.name)
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, N = self.plan, self.plan.imem_depth
+
+        # -- the instruction memory and dispatch --------------------------------------------------------------------
+        m.submodules.imem = imem = memory.Memory(shape=unsigned(WORD_BITS), depth=N, init=[])
+        iw = imem.write_port()
+        m.d.comb += [iw.addr.eq(self.imem_addr), iw.data.eq(self.imem_data), iw.en.eq(self.imem_we & ~self.running)]
+
+        running, fin_seen, error = Signal(), Signal(), Signal()
+        pc = Signal(range(N + 1))
+        cycle = Signal(32)
+        m.d.comb += [self.running.eq(running), self.error.eq(error)]
+
+        dport = imem.read_port(domain="comb")
+        m.d.comb += dport.addr.eq(pc)
+        ins = dport.data
+        opcode = ins[:4]
+        dispatching = running & ~fin_seen & (pc < N)
+        push_q = [Signal(name=f"dispatch_{q}") for q in QUEUES]
+        with m.If(dispatching):
+            m.d.sync += pc.eq(pc + 1)
+            with m.Switch(opcode):
+                with m.Case(OPCODES["NOP"]):
+                    pass
+                with m.Case(OPCODES["LOAD"]):
+                    m.d.comb += push_q[QUEUES["load"]].eq(1)
+                with m.Case(OPCODES["STORE"]):
+                    m.d.comb += push_q[QUEUES["store"]].eq(1)
+                with m.Case(OPCODES["SYNC"]):
+                    qf = _field(ins, "SYNC", "queue")
+                    for name, qi in QUEUES.items():
+                        m.d.comb += push_q[qi].eq(qf == qi)
+                with m.Case(OPCODES["FINISH"]):
+                    m.d.sync += fin_seen.eq(1)
+                with m.Default():               # MATMUL, POST, HOST: not executed yet (AccelPlan refuses them)
+                    m.d.sync += [error.eq(1), running.eq(0)]
+
+        # -- tokens -----------------------------------------------------------------------------------------------
+        tok_bits = max(1, N.bit_length()) + 1
+        tokens = [Signal(tok_bits, name=f"tokens_{i}") for i in range(len(TOKEN_QUEUES))]
+        inc = [Signal(name=f"tok_inc_{i}") for i in range(len(TOKEN_QUEUES))]
+        dec = [Signal(name=f"tok_dec_{i}") for i in range(len(TOKEN_QUEUES))]
+        for t, i_, d_ in zip(tokens, inc, dec):
+            m.d.sync += t.eq(t + i_ - d_)
+
+        def route(queue: str, flag: str):
+            name = TOKEN_ROUTES.get((queue, flag))
+            return None if name is None else TOKEN_QUEUES.index(name)
+
+        # -- the buffers --------------------------------------------------------------------------------------------
+        bufs = self.buffer_memories
+        for b, mem in zip(plan.buffers, bufs):
+            m.submodules[f"buf_{b.name}"] = mem
+        host_sel = Signal(2)
+        with m.If(self.host_en & ~self.host_we):
+            m.d.sync += host_sel.eq(self.host_buf)
+        for i, mem in enumerate(bufs):
+            m.d.comb += [mem.host_en.eq(self.host_en & (self.host_buf == i) & ~running), mem.host_we.eq(self.host_we),
+                         mem.host_line.eq(self.host_line), mem.host_wdata.eq(self.host_wdata)]
+        with m.Switch(host_sel):
+            for i, mem in enumerate(bufs):
+                with m.Case(i):
+                    m.d.comb += self.host_rdata.eq(mem.host_rdata)
+
+        # -- the queues ---------------------------------------------------------------------------------------------
+        fifo_empty, idle = [], []
+        for qname, qi in QUEUES.items():
+            fifo = memory.Memory(shape=range(N), depth=N, init=[])
+            m.submodules[f"fifo_{qname}"] = fifo
+            fw, fr = fifo.write_port(), fifo.read_port(domain="comb")
+            wptr, rptr = Signal(range(N + 1), name=f"{qname}_wptr"), Signal(range(N + 1), name=f"{qname}_rptr")
+            with m.If(self.run):
+                m.d.sync += [wptr.eq(0), rptr.eq(0)]
+            m.d.comb += [fw.addr.eq(wptr), fw.data.eq(pc), fw.en.eq(push_q[qi]), fr.addr.eq(rptr)]
+            with m.If(push_q[qi]):
+                m.d.sync += wptr.eq(wptr + 1)
+            empty = rptr == wptr
+            head_valid = ~empty | push_q[qi]
+            head = Mux(empty, pc, fr.data)
+            port = imem.read_port(domain="comb")
+            m.d.comb += port.addr.eq(head)
+            hi = port.data
+            hop = hi[:4]
+            flags = {f: hi[bit] for f, bit in FLAG_BITS.items()}
+
+            free = Signal(name=f"{qname}_free")
+            mover = None
+            if qname in ("load", "store"):
+                mover = Mover(plan, qname, stride_plus_one="stride_plus_one" in self.faults)
+                m.submodules[f"mover_{qname}"] = mover
+                m.d.comb += free.eq(~mover.busy)
+            else:
+                m.d.comb += free.eq(1)          # only SYNC runs here yet: one cycle, never busy after it
+
+            tokens_ok = Signal(name=f"{qname}_tokens_ok")
+            conds = []
+            for f in ("pop_prev", "pop_next"):
+                t = route(qname, f)
+                if t is not None:
+                    conds.append(~flags[f] | (tokens[t] != 0))
+            m.d.comb += tokens_ok.eq(1)
+            for cnd in (conds if "ignore_pops" not in self.faults else ()):
+                with m.If(~cnd):
+                    m.d.comb += tokens_ok.eq(0)
+            start = Signal(name=f"{qname}_start")
+            m.d.comb += start.eq(running & head_valid & free & tokens_ok)
+            with m.If(start):
+                m.d.sync += rptr.eq(rptr + 1)
+                for f in ("pop_prev", "pop_next"):
+                    t = route(qname, f)
+                    if t is not None:
+                        m.d.comb += dec[t].eq(flags[f])
+
+            # pushes: at the instruction's last cycle (SYNC: its start; a transfer: its mover's finish)
+            pushes = {f: Signal(name=f"{qname}_{f}_latched") for f in ("push_prev", "push_next")}
+            is_sync = hop == OPCODES["SYNC"]
+            if mover is not None:
+                with m.If(start & ~is_sync):
+                    m.d.sync += [pushes[f].eq(flags[f]) for f in pushes]
+                transfer_start = start & ~is_sync
+            for f in pushes:
+                t = route(qname, f)
+                if t is None:
+                    continue
+                now = start & is_sync & flags[f]
+                if mover is not None:
+                    now = now | (mover.finish & Mux(transfer_start, flags[f], pushes[f]))
+                m.d.comb += inc[t].eq(now)
+
+            if mover is not None:
+                load = qname == "load"
+                op = "LOAD" if load else "STORE"
+                onchip = _field(hi, op, "onchip")
+                far, near = _field(hi, op, "dram"), _field(hi, op, "sram")
+                far_side = Mux(onchip, far[BUFFER_SHIFT:BUFFER_SHIFT + 2], DRAM)
+                far_addr = Mux(onchip, far[:BUFFER_SHIFT], far)
+                near_side, near_addr = near[BUFFER_SHIFT:BUFFER_SHIFT + 2], near[:BUFFER_SHIFT]
+                far_stride, near_stride = _field(hi, op, "dram_stride"), _field(hi, op, "sram_stride")
+                src, src_addr, src_stride = (far_side, far_addr, far_stride) if load else (near_side, near_addr,
+                                                                                           near_stride)
+                dst, dst_addr, dst_stride = (near_side, near_addr, near_stride) if load else (far_side, far_addr,
+                                                                                              far_stride)
+                m.d.comb += [mover.start.eq(transfer_start), mover.src.eq(src), mover.dst.eq(dst),
+                             mover.src_addr.eq(src_addr), mover.dst_addr.eq(dst_addr),
+                             mover.src_stride.eq(src_stride), mover.dst_stride.eq(dst_stride),
+                             mover.rows.eq(_field(hi, op, "rows")), mover.row_bytes.eq(_field(hi, op, "row_bytes"))]
+                w, r = (0, 0) if load else (1, 1)
+                for i, mem in enumerate(bufs):
+                    wp, rp = getattr(mem, f"w{w}"), getattr(mem, f"r{r}")
+                    m.d.comb += [wp.en.eq(mover.wr_en & (mover.wr_buf == i)), wp.addr.eq(mover.wr_addr),
+                                 wp.count.eq(mover.wr_count), wp.data.eq(mover.wr_data),
+                                 rp.en.eq(mover.rd_en & (mover.rd_buf == i)), rp.addr.eq(mover.rd_addr)]
+                with m.Switch(mover.rd_buf):
+                    for i, mem in enumerate(bufs):
+                        with m.Case(i):
+                            m.d.comb += mover.rd_data.eq(getattr(mem, f"r{r}").data)
+                if load:
+                    connect(m, mover.dram_rreq, flipped(self.dram_rreq))
+                    connect(m, flipped(self.dram_rdata), mover.dram_rdata)
+                else:
+                    connect(m, mover.dram_wreq, flipped(self.dram_wreq))
+                    connect(m, flipped(self.dram_wack), mover.dram_wack)
+            fifo_empty.append(empty & ~push_q[qi])
+            idle.append(Signal.like(free, name=f"{qname}_idle"))
+            m.d.comb += idle[-1].eq(free)
+
+        # -- run and the count ---------------------------------------------------------------------------------------
+        finishing = running & (fin_seen | (dispatching & (opcode == OPCODES["FINISH"])))
+        for e, i in zip(fifo_empty, idle):
+            finishing = finishing & e & i
+        with m.If(running):
+            m.d.sync += cycle.eq(cycle + 1)
+        with m.If(finishing):
+            m.d.sync += [running.eq(0), self.finished.eq(1), self.cycles.eq(cycle)]
+        with m.If(self.run):
+            m.d.sync += [running.eq(1), pc.eq(0), cycle.eq(0), fin_seen.eq(0), error.eq(0), self.finished.eq(0)]
+            m.d.sync += [t.eq(0) for t in tokens]
+        return m

@@ -1,0 +1,140 @@
+"""Run programs on the generated accelerator RTL (Verilator by default, or Icarus) and hand back what the
+simulator hands back: the cycle count and the final DRAM and buffers.
+
+:func:`run_programs` generates :class:`rtl_tests.accel_bench.AccelBench` for a design once, builds its simulator
+model once (cached by the Verilog's hash, ``rtl_tests.simulators``) and runs every program of the call in one
+simulator launch: the cocotb bench loads each program, DRAM image and buffer contents, runs it to ``finished``
+and reads everything back.
+"""
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fsio import write_text_atomic
+from hw.accel.plan import AccelPlan
+from isa.program import Program
+from isa.validate import validate
+from sim.machine import machine_shape
+from sim.memory import Memories
+
+from .simulators import DEFAULT_SIMULATOR, build_model, check_simulator, run_test
+
+__all__ = ["AccelRun", "run_programs", "bench_verilog", "BENCH_MODULE", "TOP"]
+
+BENCH_MODULE = "rtl_tests.cocotb_accel_bench"
+TOP = "accel_bench"
+
+
+@dataclass
+class AccelRun:
+    """One program's run on the RTL: ``cycles`` (-1 when it did not finish), ``error`` (dispatch met an opcode it
+    does not execute), the final memories (DRAM cut to the image's length)."""
+
+    cycles: int
+    finished: bool
+    error: bool
+    memories: Memories
+
+
+@dataclass
+class AccelBatch:
+    runs: list[AccelRun]
+    bench_seconds: float          #: wall time of the cocotb loop (loading, running, reading back)
+    program_cycles: int           #: cycles the programs ran (between run and finished)
+    build_seconds: float
+    cached: bool
+
+
+def _lines(data: np.ndarray, width: int, lines: int) -> np.ndarray:
+    out = np.zeros(lines * width, np.uint8)
+    out[:data.size] = data
+    return out.reshape(lines, width)
+
+
+def bench_verilog(plan: AccelPlan, dram_bytes: int, faults=()) -> str:
+    """The Verilog of the bench top (the accelerator and the DRAM model) for ``plan``, with ``faults`` planted
+    (``hw.accel.top.Accelerator.FAULTS``)."""
+    from hw.accel.export import generate
+
+    from .accel_bench import AccelBench
+
+    return generate(plan, AccelBench(plan, dram_bytes, faults=faults))
+
+
+def _imem_depth(n: int) -> int:
+    d = 256
+    while d < n:
+        d *= 2
+    return d
+
+
+def run_programs(design, runs: list[tuple[Program, Memories]], *, stall: bool | list[bool] = False, seed: int = 1,
+                 simulator: str = DEFAULT_SIMULATOR, imem_depth: int | None = None, dram_bytes: int | None = None,
+                 work_dir: Path | None = None, cache_dir: Path | None = None, log=None,
+                 faults=()) -> AccelBatch:
+    """Run each ``(program, memories)`` of ``runs`` on the accelerator RTL of ``design``; ``stall`` (one flag, or one
+    per run) makes the DRAM model refuse requests at random (seeded by ``seed`` + the run's index).
+    ``faults`` plants bugs in the controller (to see the comparison fail). Each program is validated and checked by
+    :meth:`AccelPlan.check_program` first."""
+    check_simulator(simulator)
+    depth = imem_depth or _imem_depth(max(len(p) for p, _ in runs))
+    plan = AccelPlan.of(design, imem_depth=depth)
+    shape = machine_shape(design)
+    for program, _ in runs:
+        validate(program, shape)
+        plan.check_program(program)
+    stalls = list(stall) if isinstance(stall, (list, tuple)) else [bool(stall)] * len(runs)
+    dram_bytes = dram_bytes or max(64, max(mem.dram.size for _, mem in runs))
+    from .accel_bench import dram_line_bytes
+    dline = dram_line_bytes(plan)
+    dlines = -(-dram_bytes // dline)
+
+    own_dir = work_dir is None
+    run_dir = Path(tempfile.mkdtemp(prefix="lowbit-accel-")) if own_dir else Path(work_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        source = run_dir / f"{TOP}.v"
+        write_text_atomic(source, bench_verilog(plan, dram_bytes, faults))
+        model = build_model(simulator, source, TOP, cache_dir=cache_dir, log=log)
+        from sim.machine import run as sim_run
+        stim = {"n_runs": len(runs), "n_buffers": len(plan.buffers), "host_width": plan.max_line_bytes}
+        for r, (program, mem) in enumerate(runs):
+            words = np.zeros((len(program), 32), np.uint8)
+            words[:] = program.words.view(np.uint8).reshape(len(program), 32)
+            stim[f"run{r}_imem"] = words
+            stim[f"run{r}_dram"] = _lines(mem.dram, dline, dlines)
+            for b in plan.buffers:
+                stim[f"run{r}_buf{b.index}"] = _lines(mem.buffers[b.index], b.line_bytes, b.lines)
+            stim[f"run{r}_stall"] = np.int64(stalls[r])
+            stim[f"run{r}_seed"] = np.int64((seed + r) & 0xFFFF)
+            expected = sim_run(program, design).cycles
+            stim[f"run{r}_max_cycles"] = np.int64(expected * (8 if stalls[r] else 2) + 1000)
+        stim_path, result_path = run_dir / "stimulus.npz", run_dir / "result.npz"
+        np.savez(stim_path, **stim)
+        if result_path.exists():
+            result_path.unlink()
+        env = {"LOWBIT_STIMULUS": str(stim_path), "LOWBIT_RESULT": str(result_path),
+               "COCOTB_REWRITE_ASSERTION_FILES": "cocotb_*.py", "PYTHONWARNINGS": "error::DeprecationWarning"}
+        n_tests, n_failed = run_test(model, BENCH_MODULE, test_dir=run_dir, extra_env=env)
+        if n_tests != 1 or n_failed or not result_path.exists():
+            log_path = run_dir / "sim.log"
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:]) if log_path.exists() \
+                else "(no log)"
+            raise AssertionError(f"the accelerator bench ({simulator}) failed; end of {log_path}:\n{tail}")
+        data = np.load(result_path)
+        out = []
+        for r, (program, mem) in enumerate(runs):
+            final = Memories(data[f"run{r}_dram"].reshape(-1)[:mem.dram.size].copy(),
+                             {b.index: data[f"run{r}_buf{b.index}"].reshape(-1)[:b.size_bytes].copy()
+                              for b in plan.buffers})
+            out.append(AccelRun(int(data[f"run{r}_cycles"]), bool(data[f"run{r}_finished"]),
+                                bool(data[f"run{r}_error"]), final))
+        return AccelBatch(out, float(data["bench_seconds"]), int(data["program_cycles"]), model.seconds,
+                          model.cached)
+    finally:
+        if own_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,161 @@
+"""The accelerator RTL (``hw.accel``) against the simulator (``sim.machine``): the same program on the same
+description gives every byte of DRAM and of the buffers equal, and the RTL's cycle count equal to the simulator's —
+on random valid programs on random small designs (Verilator; a subset on Icarus), on a hand-derived program whose
+cycles are pinned, and under a DRAM that stalls at random (bytes equal, cycles never fewer). Planted controller
+bugs (an ignored token, a row stride off by one) must fail the comparison.
+
+This version of the accelerator executes the data-moving instructions (LOAD, STORE, on-chip copies, SYNC, NOP,
+FINISH: ``hw.accel.plan.EXECUTES``); the random programs are ``sim.progen``'s with :data:`sim.progen.DATA_STEPS`.
+"""
+
+import numpy as np
+import pytest
+
+from hw.accel.plan import AccelError, AccelPlan
+from hw.accelerator import Accelerator
+from isa.program import ProgramBuilder, address
+from sim.machine import run as sim_run
+from sim.memory import Memories
+from sim.progen import DATA_STEPS, random_design, random_program
+
+from .accel import run_programs
+
+#: Random designs of the default suite, and programs on each: 8 × 26 = 208 programs.
+DESIGN_SEEDS = tuple(range(100, 108))
+PROGRAMS_PER_DESIGN = 26
+
+
+def _reference(program, design, mem):
+    return sim_run(program, design, mem, stepped=True)
+
+
+def _same_memories(a: Memories, b: Memories) -> list[str]:
+    diff = []
+    if not np.array_equal(a.dram, b.dram):
+        diff.append(f"DRAM ({int((a.dram != b.dram).sum())} bytes differ)")
+    for k in a.buffers:
+        if not np.array_equal(a.buffers[k], b.buffers[k]):
+            diff.append(f"buffer {k} ({int((a.buffers[k] != b.buffers[k]).sum())} bytes differ)")
+    return diff
+
+
+def _random_runs(seed: int, n: int):
+    rng = np.random.default_rng(seed)
+    design = random_design(rng, name=f"random-{seed}")
+    return design, [random_program(rng, design, mix=DATA_STEPS) for _ in range(n)]
+
+
+@pytest.mark.parametrize("seed", DESIGN_SEEDS)
+def test_random_programs_equal_the_simulator_in_bytes_and_cycles(seed):
+    design, runs = _random_runs(seed, PROGRAMS_PER_DESIGN)
+    batch = run_programs(design, runs)
+    for i, ((program, mem), got) in enumerate(zip(runs, batch.runs)):
+        want = _reference(program, design, mem)
+        assert got.finished and not got.error, f"program {i} did not finish"
+        assert not _same_memories(want.memories, got.memories), f"program {i}: {_same_memories(want.memories, got.memories)}"
+        assert got.cycles == want.cycles, f"program {i} ({len(program)} instructions): RTL {got.cycles} cycles, " \
+                                          f"simulator {want.cycles}"
+
+
+@pytest.mark.parametrize("seed", (200, 201))
+def test_a_stalling_dram_changes_cycles_never_bytes(seed):
+    design, runs = _random_runs(seed, 12)
+    batch = run_programs(design, runs, stall=True, seed=seed)
+    slower = 0
+    for i, ((program, mem), got) in enumerate(zip(runs, batch.runs)):
+        want = _reference(program, design, mem)
+        assert got.finished, f"program {i} did not finish under stalls"
+        assert not _same_memories(want.memories, got.memories), f"program {i}: {_same_memories(want.memories, got.memories)}"
+        assert got.cycles >= want.cycles, f"program {i}: {got.cycles} cycles under stalls, fewer than {want.cycles}"
+        slower += got.cycles > want.cycles
+    assert slower >= len(runs) // 2, f"only {slower} of {len(runs)} programs were slowed: the stalls did not bite"
+
+
+def test_icarus_runs_the_same_programs():
+    design, runs = _random_runs(DESIGN_SEEDS[0], 4)
+    batch = run_programs(design, runs, simulator="icarus")
+    for i, ((program, mem), got) in enumerate(zip(runs, batch.runs)):
+        want = _reference(program, design, mem)
+        assert not _same_memories(want.memories, got.memories), f"program {i}"
+        assert got.cycles == want.cycles, f"program {i}: Icarus {got.cycles}, simulator {want.cycles}"
+
+
+# -- a hand-derived program -----------------------------------------------------------------------------------------
+
+def _hand_design() -> Accelerator:
+    # 1.6 GB/s at 250 MHz: 6.4 bytes a cycle; activations lines 1 bank × 64 bits = 8 bytes; latency 3
+    return Accelerator.from_dict({
+        "name": "hand", "clock_mhz": 250,
+        "engines": [{"unit": "int8-mac", "lanes": 4, "rows": 2, "max_k": 64}],
+        "buffers": {"weights": {"size_bytes": 256, "word_bits": 64}, "activations": {"size_bytes": 256,
+                                                                                      "word_bits": 64},
+                    "kv": {"size_bytes": 256, "banks": 2, "word_bits": 32}},
+        "dram": {"bandwidth_gbps": 1.6, "latency_cycles": 3}, "vector": {"lanes": 4},
+    })
+
+
+def _hand_program():
+    b = ProgramBuilder("hand")
+    # 2 rows × 10 bytes from DRAM 0 (stride 16) to activations 5 (stride 12): 1 + 2·ceil(10/6.4) + 3 = 8 cycles
+    b.emit("LOAD", dram=0, sram=address("activations", 5), rows=2, row_bytes=10, dram_stride=16, sram_stride=12,
+           push_next=True)
+    # the compute queue relays the token: starts at 8, 1 cycle
+    b.emit("SYNC", queue=1, pop_prev=True, push_next=True)
+    # back to DRAM 40 (stride 11): starts at 9; 1 + 2·2 + 3 + 1 (its buffer read) = 9 cycles: done at 18
+    b.emit("STORE", dram=40, sram=address("activations", 5), rows=2, row_bytes=10, dram_stride=11,
+           sram_stride=12, pop_prev=True)
+    b.finish()
+    return b.build()
+
+
+def _hand_memories(design):
+    mem = Memories.for_design(design, dram=np.arange(64, dtype=np.uint8), dram_bytes=64)
+    return mem
+
+
+def test_hand_derived_cycles_and_bytes():
+    design, program = _hand_design(), _hand_program()
+    mem = _hand_memories(design)
+    want = _reference(program, design, mem)
+    assert want.cycles == 18 and list(want.start[:3]) == [0, 8, 9] and list(want.done[:3]) == [8, 9, 18]
+    expected = mem.dram.copy()
+    expected[40:50], expected[51:61] = np.arange(0, 10), np.arange(16, 26)
+    assert np.array_equal(want.memories.dram, expected)
+    got = run_programs(design, [(program, mem)]).runs[0]
+    assert got.cycles == 18
+    assert np.array_equal(got.memories.dram, expected)
+
+
+@pytest.mark.parametrize("fault", ("ignore_pops", "stride_plus_one"))
+def test_a_planted_controller_bug_fails(fault):
+    design, program = _hand_design(), _hand_program()
+    mem = _hand_memories(design)
+    want = _reference(program, design, mem)
+    got = run_programs(design, [(program, mem)], faults=(fault,)).runs[0]
+    problems = _same_memories(want.memories, got.memories) + (["cycles"] if got.cycles != want.cycles else [])
+    assert problems, f"the planted {fault} went unnoticed"
+
+
+# -- refusals -------------------------------------------------------------------------------------------------------
+
+def test_designs_and_programs_it_cannot_build_or_run_are_refused_by_name():
+    d = _hand_design().to_dict()
+    d["buffers"]["kv"]["word_bits"] = 12
+    with pytest.raises(AccelError, match=r"buffers\.kv\.word_bits = 12"):
+        AccelPlan.of(Accelerator.from_dict(d))
+    with pytest.raises(AccelError, match="imem_depth"):
+        AccelPlan.of(_hand_design(), imem_depth=1)
+    plan = AccelPlan.of(_hand_design(), imem_depth=4)
+    b = ProgramBuilder("hand")
+    b.emit("SYNC", queue=0)
+    b.emit("MATMUL", engine=0, w=address("weights", 0), a=address("activations", 0), r=address("activations", 64),
+           m=1, k=4, n=2)
+    b.finish()
+    with pytest.raises(AccelError, match=r"instruction 1: MATMUL is not executed"):
+        plan.check_program(b.build())
+    with pytest.raises(AccelError, match=r"7 instructions.*holds 4"):
+        long = ProgramBuilder("hand")
+        for _ in range(6):
+            long.emit("NOP")
+        long.finish()
+        plan.check_program(long.build())
