@@ -2,6 +2,7 @@
 # One entry point for a fresh machine: install everything lowbit needs, then run the main job or the tests.
 #   ./run.sh main [lowbit report linear options]   one layer: Verilog + cycle simulation + RTL check (Verilator),
 #                                                  then BERT-base on the ternary design: cycles, energy, area;
+#                                                  then the ternary design's accelerator in Verilog;
 #                                                  reports in out/, each step timed
 #   ./run.sh test [pytest options]          the test suite (what CI runs)
 set -euo pipefail
@@ -66,6 +67,10 @@ case "$cmd" in
         echo "== a whole model: BERT-base under BitNet b1.58 (lowbit compile, lowbit report model)"
         "$VENV/bin/lowbit" compile --model bert-base --scheme bitnet-b1.58 -o out/bert-base.bin --listing
         "$VENV/bin/lowbit" report model --output out
+        echo "== $((SECONDS - step)) s"
+        step=$SECONDS
+        echo "== the whole accelerator of the ternary design in Verilog (lowbit verilog accelerator)"
+        "$VENV/bin/lowbit" verilog accelerator --design ternary -o out/accelerator
         echo "== $((SECONDS - step)) s; main job done in ${SECONDS} s (reports in out/)"
         ;;
     test)

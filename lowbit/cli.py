@@ -171,6 +171,33 @@ def _verilog_accelerator(args) -> int:
     return 0
 
 
+# -- lowbit verify accelerator -----------------------------------------------------------------------------
+
+def _cmd_verify_accelerator(args) -> int:
+    """Random data-moving programs on each design's RTL and on the simulator: a table, exit 1 on any difference."""
+    from rtl_tests.accel import design_for, verify
+
+    check_simulator(args.simulator)
+    designs = [d.strip() for d in args.designs.split(",") if d.strip()]
+    if not designs:
+        raise UsageError("--designs: give at least one design (a built-in name, a file, or random:N)")
+    from hw.accel.plan import AccelPlan
+    for d in designs:                      # every design must load and be buildable before any run
+        AccelPlan.of(design_for(d))
+    rows = verify(designs, programs=args.programs, seed=args.seed, simulator=args.simulator, stall=args.stall,
+                  log=lambda line: print(line, file=sys.stderr))
+    cyc = "RTL ≥ sim" if args.stall else "cycles equal"
+    print(f"| design | programs | instructions | sim cycles | RTL cycles | {cyc} | bytes equal | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.design} | {r.programs} | {r.instructions:,} | {r.sim_cycles:,} | {r.rtl_cycles:,} | "
+              f"{r.cycles_equal}/{r.programs} | {r.bytes_equal}/{r.programs} | {r.seconds:.1f} |")
+    bad = [r.design for r in rows if not r.ok]
+    print(f"{'all equal' if not bad else 'DIFFERENT on ' + ', '.join(bad)} ({args.simulator}"
+          f"{', stalling DRAM' if args.stall else ''}; seed {args.seed})")
+    return 1 if bad else 0
+
+
 # -- lowbit simulate linear --------------------------------------------------------------------------------
 
 def _cmd_simulate_linear(args) -> int:
@@ -557,6 +584,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_verilog)
 
     synth_cli.register(sub)
+
+    ver = sub.add_parser("verify", help="check the generated RTL against the simulator")
+    vsub = ver.add_subparsers(dest="what", required=True)
+    va = vsub.add_parser("accelerator", help="random programs on each design's accelerator RTL and on the simulator")
+    va.add_argument("--designs", default="random:0,random:1,random:2",
+                    help="comma-separated built-in designs, design files or random:N (seeded small random designs; "
+                         "default random:0,random:1,random:2)")
+    va.add_argument("--programs", type=_positive_int, default=20, help="random programs per design (default 20)")
+    va.add_argument("--seed", type=_non_negative_int, default=0)
+    va.add_argument("--stall", action="store_true", help="a DRAM that refuses requests at random")
+    _simulator_arg(va)
+    va.set_defaults(func=_cmd_verify_accelerator)
 
     s = sub.add_parser("simulate", help="run a workload on the cycle model (or the RTL)")
     ssub = s.add_subparsers(dest="what", required=True)

@@ -9,6 +9,7 @@ and reads everything back.
 
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from sim.memory import Memories
 
 from .simulators import DEFAULT_SIMULATOR, build_model, check_simulator, run_test
 
-__all__ = ["AccelRun", "run_programs", "bench_verilog", "BENCH_MODULE", "TOP"]
+__all__ = ["AccelRun", "AccelBatch", "VerifyRow", "run_programs", "verify", "design_for", "bench_verilog", "BENCH_MODULE",
+           "TOP"]
 
 BENCH_MODULE = "rtl_tests.cocotb_accel_bench"
 TOP = "accel_bench"
@@ -45,6 +47,7 @@ class AccelBatch:
     runs: list[AccelRun]
     bench_seconds: float          #: wall time of the cocotb loop (loading, running, reading back)
     program_cycles: int           #: cycles the programs ran (between run and finished)
+    run_seconds: float            #: wall time of those cycles (the simulator running freely)
     build_seconds: float
     cached: bool
 
@@ -75,10 +78,11 @@ def _imem_depth(n: int) -> int:
 def run_programs(design, runs: list[tuple[Program, Memories]], *, stall: bool | list[bool] = False, seed: int = 1,
                  simulator: str = DEFAULT_SIMULATOR, imem_depth: int | None = None, dram_bytes: int | None = None,
                  work_dir: Path | None = None, cache_dir: Path | None = None, log=None,
-                 faults=()) -> AccelBatch:
+                 faults=(), dead_dram: bool = False) -> AccelBatch:
     """Run each ``(program, memories)`` of ``runs`` on the accelerator RTL of ``design``; ``stall`` (one flag, or one
     per run) makes the DRAM model refuse requests at random (seeded by ``seed`` + the run's index).
-    ``faults`` plants bugs in the controller (to see the comparison fail). Each program is validated and checked by
+    ``faults`` plants bugs in the controller (to see the comparison fail); ``dead_dram``: a DRAM that takes no
+    request (a board without DRAM). Each program is validated and checked by
     :meth:`AccelPlan.check_program` first."""
     check_simulator(simulator)
     depth = imem_depth or _imem_depth(max(len(p) for p, _ in runs))
@@ -111,6 +115,7 @@ def run_programs(design, runs: list[tuple[Program, Memories]], *, stall: bool | 
                 stim[f"run{r}_buf{b.index}"] = _lines(mem.buffers[b.index], b.line_bytes, b.lines)
             stim[f"run{r}_stall"] = np.int64(stalls[r])
             stim[f"run{r}_seed"] = np.int64((seed + r) & 0xFFFF)
+            stim[f"run{r}_dead"] = np.int64(dead_dram)
             expected = sim_run(program, design).cycles
             stim[f"run{r}_max_cycles"] = np.int64(expected * (8 if stalls[r] else 2) + 1000)
         stim_path, result_path = run_dir / "stimulus.npz", run_dir / "result.npz"
@@ -133,8 +138,69 @@ def run_programs(design, runs: list[tuple[Program, Memories]], *, stall: bool | 
                               for b in plan.buffers})
             out.append(AccelRun(int(data[f"run{r}_cycles"]), bool(data[f"run{r}_finished"]),
                                 bool(data[f"run{r}_error"]), final))
-        return AccelBatch(out, float(data["bench_seconds"]), int(data["program_cycles"]), model.seconds,
-                          model.cached)
+        return AccelBatch(out, float(data["bench_seconds"]), int(data["program_cycles"]),
+                          float(data["run_seconds"]), model.seconds, model.cached)
     finally:
         if own_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@dataclass
+class VerifyRow:
+    """One design's line of ``lowbit verify accelerator``."""
+
+    design: str
+    programs: int
+    instructions: int
+    sim_cycles: int
+    rtl_cycles: int
+    cycles_equal: int
+    bytes_equal: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.cycles_equal == self.bytes_equal == self.programs
+
+
+def design_for(spec: str):
+    """A design named on the command line: a built-in name, a design file, or ``random:N`` (the seeded random small
+    design of ``sim.progen.random_design``)."""
+    from hw.accelerator import load_design
+    from sim.progen import random_design
+
+    if spec.startswith("random:"):
+        seed = spec.split(":", 1)[1]
+        if not seed.isdigit():
+            raise ValueError(f"design {spec!r}: random:N needs a non-negative integer seed N")
+        return random_design(np.random.default_rng(int(seed)), name=spec)
+    return load_design(spec)
+
+
+def verify(designs: list[str], *, programs: int, seed: int, simulator: str = DEFAULT_SIMULATOR,
+           stall: bool = False, log=None) -> list[VerifyRow]:
+    """Run ``programs`` random data-moving programs (``sim.progen``) on each design's RTL and on the simulator, and
+    compare every byte and the cycle counts (with ``stall``: a randomly stalling DRAM, cycles at least the
+    simulator's)."""
+    from sim.progen import DATA_STEPS, random_program
+
+    resolved = [(name, design_for(name)) for name in designs]    # refuse a bad name before any run
+    rows = []
+    for name, design in resolved:
+        AccelPlan.of(design)
+        rng = np.random.default_rng(seed)
+        runs = [random_program(rng, design, mix=DATA_STEPS) for _ in range(programs)]
+        t = time.perf_counter()
+        batch = run_programs(design, runs, simulator=simulator, stall=stall, seed=seed, log=log)
+        sim_total = rtl_total = same_cycles = same_bytes = 0
+        for (program, mem), got in zip(runs, batch.runs):
+            from sim.machine import run as sim_run
+            want = sim_run(program, design, mem, stepped=True)
+            sim_total += want.cycles
+            rtl_total += max(got.cycles, 0)
+            same_cycles += got.finished and (got.cycles >= want.cycles if stall else got.cycles == want.cycles)
+            same_bytes += np.array_equal(want.memories.dram, got.memories.dram) and all(
+                np.array_equal(want.memories.buffers[k], got.memories.buffers[k]) for k in want.memories.buffers)
+        rows.append(VerifyRow(name, programs, sum(len(p) for p, _ in runs), sim_total, rtl_total, int(same_cycles),
+                              int(same_bytes), time.perf_counter() - t))
+    return rows

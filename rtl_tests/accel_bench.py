@@ -5,7 +5,8 @@ The DRAM model answers the accelerator's DRAM port (:mod:`hw.accel.mover`): a re
 ``t`` returns its bytes in cycle ``t + latency`` (the same cycle for latency 0); a write request accepted in cycle
 ``t`` is written then and acknowledged in cycle ``t + latency``. The port's bandwidth is the accelerator's side
 of the contract: its movers pace every row at the description's rate (``hw.accel.plan.Pacing``); the model takes
-one request a cycle of at most ``dram_lanes`` bytes. With ``stall`` high, a 16-bit LFSR (seeded by ``seed`` at
+one request a cycle of at most ``dram_lanes`` bytes. With ``dead`` high it takes none (a board without DRAM).
+With ``stall`` high, a 16-bit LFSR (seeded by ``seed`` at
 ``run``) refuses read and write requests on random cycles (about one in four each) — more cycles, never other
 data. The host loads and reads DRAM a line at a time through ``dram_*`` ports.
 """
@@ -37,6 +38,8 @@ class AccelBench(wiring.Component):
         self.dram_line_bytes = dram_line_bytes(plan)
         self.dram_lines = -(-dram_bytes // self.dram_line_bytes)
         self.acc = Accelerator(plan, faults=faults)
+        self._dram = LineMemory(self.dram_lines * self.dram_line_bytes, self.dram_line_bytes, plan.dram_lanes,
+                                writers=1, readers=1, read_domain="comb")
         N = plan.imem_depth
         super().__init__({
             "run": In(1), "running": Out(1), "finished": Out(1), "cycles": Out(32), "error": Out(1),
@@ -45,8 +48,12 @@ class AccelBench(wiring.Component):
             "host_wdata": In(self.acc.line_bits), "host_rdata": Out(self.acc.line_bits),
             "dram_en": In(1), "dram_we": In(1), "dram_line": In(max(1, self.dram_lines.bit_length())),
             "dram_wdata": In(8 * self.dram_line_bytes), "dram_rdata": Out(8 * self.dram_line_bytes),
-            "stall": In(1), "seed": In(16),
+            "stall": In(1), "seed": In(16), "dead": In(1),
         })
+
+    @property
+    def verilog_modules(self) -> dict[str, str]:
+        return {**self.acc.verilog_modules, **self._dram.verilog_modules}
 
     def elaborate(self, platform):
         m = Module()
@@ -58,8 +65,7 @@ class AccelBench(wiring.Component):
         for name in ("running", "finished", "cycles", "error", "host_rdata"):
             m.d.comb += getattr(self, name).eq(getattr(acc, name))
 
-        dram = LineMemory(self.dram_lines * self.dram_line_bytes, self.dram_line_bytes, self.plan.dram_lanes, writers=1,
-                          readers=1, read_domain="comb")
+        dram = self._dram
         m.submodules.dram = dram
         m.d.comb += [dram.host_en.eq(self.dram_en & ~acc.running), dram.host_we.eq(self.dram_we),
                      dram.host_line.eq(self.dram_line), dram.host_wdata.eq(self.dram_wdata),
@@ -71,8 +77,9 @@ class AccelBench(wiring.Component):
             m.d.sync += lfsr.eq(self.seed | 1)
         with m.Else():
             m.d.sync += lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0xB400, lfsr >> 1))
-        stall_r = self.stall & lfsr[0] & lfsr[1]
-        stall_w = self.stall & lfsr[2] & lfsr[3]
+        # `dead`: a DRAM that never takes a request (what a board without DRAM is to a program that needs none)
+        stall_r = (self.stall & lfsr[0] & lfsr[1]) | self.dead
+        stall_w = (self.stall & lfsr[2] & lfsr[3]) | self.dead
 
         # reads: accept, read now, answer `lat` cycles later
         rq, rd = acc.dram_rreq, acc.dram_rdata

@@ -49,14 +49,14 @@ async def programs(dut):
     stim = np.load(os.environ["LOWBIT_STIMULUS"])
     Clock(dut.clk, 10, unit="ns").start()
     edge = RisingEdge(dut.clk)
-    for s in (dut.run, dut.imem_we, dut.host_en, dut.host_we, dut.dram_en, dut.dram_we, dut.stall):
+    for s in (dut.run, dut.imem_we, dut.host_en, dut.host_we, dut.dram_en, dut.dram_we, dut.stall, dut.dead):
         s.value = 0
     dut.rst.value = 1
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
     await edge
 
-    out, run_cycles = {}, 0
+    out, run_cycles, run_seconds = {}, 0, 0.0
     start = time.perf_counter()
     for r in range(int(stim["n_runs"])):
         words = stim[f"run{r}_imem"]
@@ -70,11 +70,14 @@ async def programs(dut):
             await _write_lines(dut, edge, dut.host_en, dut.host_we, dut.host_line, dut.host_wdata,
                                stim[f"run{r}_buf{b}"], extra=[(dut.host_buf, b)])
         dut.stall.value, dut.seed.value = int(stim[f"run{r}_stall"]), int(stim[f"run{r}_seed"])
+        dut.dead.value = int(stim[f"run{r}_dead"])
         dut.run.value = 1
         await edge
         dut.run.value = 0
         budget = int(stim[f"run{r}_max_cycles"])
+        t0 = time.perf_counter()
         await First(RisingEdge(dut.finished), RisingEdge(dut.error), ClockCycles(dut.clk, budget))
+        run_seconds += time.perf_counter() - t0
         await ReadOnly()
         finished, error = int(dut.finished.value), int(dut.error.value)
         cycles = int(dut.cycles.value) if finished else -1
@@ -92,4 +95,5 @@ async def programs(dut):
             out[f"run{r}_buf{b}"] = lines[:, :shape[1]]
     out["bench_seconds"] = np.float64(time.perf_counter() - start)
     out["program_cycles"] = np.int64(run_cycles)
+    out["run_seconds"] = np.float64(run_seconds)
     write_npz_atomic(os.environ["LOWBIT_RESULT"], **out)

@@ -136,6 +136,29 @@ def test_a_planted_controller_bug_fails(fault):
     assert problems, f"the planted {fault} went unnoticed"
 
 
+def test_weights_resident_programs_need_no_dram():
+    # everything starts in the buffers (the host wrote them); the program copies on chip and moves tokens only,
+    # so it runs exactly even though the DRAM never takes a request: what a board without DRAM runs
+    design = _hand_design()
+    b = ProgramBuilder("hand")
+    b.emit("LOAD", dram=address("weights", 3), sram=address("activations", 0), rows=3, row_bytes=20, dram_stride=30,
+           sram_stride=24, onchip=1, push_next=True)
+    b.emit("SYNC", queue=1, pop_prev=True, push_next=True)
+    b.emit("STORE", dram=address("kv", 7), sram=address("activations", 0), rows=3, row_bytes=20, dram_stride=21,
+           sram_stride=24, onchip=1, pop_prev=True)
+    b.finish()
+    program = b.build()
+    mem = Memories.for_design(design, dram_bytes=64)
+    rng = np.random.default_rng(3)
+    for buf in mem.buffers.values():
+        buf[:] = rng.integers(0, 256, buf.size, dtype=np.uint8)
+    want = _reference(program, design, mem)
+    # 1 + 3 × ceil(20 / 8) + 1, then SYNC, then 1 + 3 × ceil(20 / 8) + 1 (kv lines are 2 × 4 bytes = 8)
+    assert want.cycles == 11 + 1 + 11
+    got = run_programs(design, [(program, mem)], dead_dram=True).runs[0]
+    assert got.cycles == want.cycles and not _same_memories(want.memories, got.memories)
+
+
 # -- refusals -------------------------------------------------------------------------------------------------------
 
 def test_designs_and_programs_it_cannot_build_or_run_are_refused_by_name():

@@ -84,3 +84,20 @@ def test_refusals_name_the_value(tmp_path, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_verify_accelerator_prints_the_table(capsys):
+    assert main(["verify", "accelerator", "--designs", "random:5", "--programs", "3", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| random:5 | 3 |" in out and "3/3 | 3/3" in out and "all equal" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--designs", "random:x"], "random:N needs a non-negative integer seed"),
+    (["--designs", ","], "--designs: give at least one design"),
+    (["--designs", "random:1,nowhere"], "unknown design 'nowhere'"),
+])
+def test_verify_accelerator_refuses_bad_input(capsys, argv, message):
+    assert main(["verify", "accelerator", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

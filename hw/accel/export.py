@@ -8,7 +8,6 @@ from fsio import write_set
 from isa.spec import VERSION
 
 from .plan import AccelPlan
-from .ram import ram_module
 
 __all__ = ["MODULE", "generate", "write_accelerator", "DRAM_PROTOCOL", "CYCLE_COUNT"]
 
@@ -44,10 +43,10 @@ def generate(plan: AccelPlan, component=None) -> str:
     from .top import Accelerator
 
     top = component if component is not None else Accelerator(plan)
-    acc = top if isinstance(top, Accelerator) else top.acc
     name = MODULE if component is None else getattr(component, "module_name", "accel_bench")
     text = verilog.convert(top, name=name, emit_src=False)
-    return text + "\n" + "\n".join(ram_module(r) for r in acc.ram_shapes)
+    mods = top.verilog_modules
+    return text + "\n" + "\n".join(mods[k] for k in sorted(mods))
 
 
 def ports(text: str, module: str = MODULE) -> list[dict]:

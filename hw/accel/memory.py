@@ -3,8 +3,8 @@
 A buffer of lines of ``L`` bytes (one word of each bank) is kept as two ``lib.memory`` memories, the even and the
 odd lines. A run of ``c <= L`` bytes at byte address ``a`` touches at most two consecutive lines — one even, one
 odd — so it is one write (with byte enables) or one read of each: the run is shifted to ``a mod L`` across a
-double line, whose low half goes to line ``a div L`` and high half to the line after. Reads are the same in
-reverse. Each :class:`RunPort` is one such port; a buffer has one per mover (the load and the store queue each
+double line (a Verilog byte shifter, :mod:`hw.accel.ram`), whose low half goes to line ``a div L`` and high half to
+the line after. Reads are the same in reverse. Each :class:`RunPort` is one such port; a buffer has one per mover (the load and the store queue each
 read and write it: on-chip copies) and a line-wide debug port for the host.
 """
 
@@ -12,32 +12,13 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal,
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .ram import RamShape
+from .ram import RamShape, ShiftShape, ram_module, shift_module
 
-__all__ = ["RunWrite", "RunRead", "LineMemory", "shift_bytes"]
+__all__ = ["RunWrite", "RunRead", "LineMemory"]
 
 
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length()) if n > 1 else 1
-
-
-def shift_bytes(x, amount, out_bytes: int, *, left: bool):
-    """``x`` shifted by ``amount`` whole bytes, as a barrel shifter (one 2:1 mux stage per bit of ``amount``), cut
-    to ``out_bytes``. Why not ``x << amount * 8``: Amaranth's comb-loop check walks a variable shift as every
-    output bit depending on every input bit, quadratic in the width (minutes for a 512-byte line)."""
-    width = 8 * out_bytes
-    cur = x if len(x) >= width else Cat(x, Const(0, width - len(x)))
-    cur = cur[:width] if left else cur
-    for b in range(len(amount)):
-        step = 8 << b
-        if step >= len(cur) and left:
-            moved = Const(0, width)
-        elif left:
-            moved = Cat(Const(0, step), cur[:width - step])
-        else:
-            moved = cur[step:] if step < len(cur) else Const(0, 1)
-        cur = Mux(amount[b], moved, cur)
-    return cur[:width]
 
 
 class RunWrite(wiring.Signature):
@@ -77,7 +58,23 @@ class LineMemory(wiring.Component):
         self.writers, self.readers = writers, readers
         #: the RAM module the even and the odd lines are kept in (``"sync"``: see :mod:`hw.accel.ram`)
         self.ram = RamShape(8 * line_bytes, self.half, writers + 1, readers + 1) if read_domain == "sync" else None
+        amount = max(1, (line_bytes - 1).bit_length())
+        self._shl = ShiftShape(lanes, 2 * line_bytes, amount, True)
+        self._shr = ShiftShape(2 * line_bytes, lanes, amount, False)
         super().__init__(members)
+
+    @property
+    def verilog_modules(self) -> dict[str, str]:
+        """The Verilog modules this memory instantiates, by name (:mod:`hw.accel.ram`)."""
+        mods = {s.name: shift_module(s) for s in (self._shl, self._shr)}
+        if self.ram is not None:
+            mods[self.ram.name] = ram_module(self.ram)
+        return mods
+
+    def _shift(self, m, shape: ShiftShape, x, amount, name: str):
+        y = Signal(8 * shape.out_bytes, name=name)
+        m.submodules[name] = Instance(shape.name, i_x=x, i_amount=amount, o_y=y)
+        return y
 
     def elaborate(self, platform):
         m = Module()
@@ -116,7 +113,7 @@ class LineMemory(wiring.Component):
             m.d.comb += [off.eq(w.addr % L), line.eq(w.addr // L)]
             wide = Signal(16 * L, name=f"w{i}_wide")
             mask = Signal(2 * L, name=f"w{i}_mask")
-            m.d.comb += wide.eq(shift_bytes(w.data, off, 2 * L, left=True))
+            m.d.comb += wide.eq(self._shift(m, self._shl, w.data, off, f"w{i}_rot"))
             # lane j of the double line is written when off <= j < off + count
             end = Signal(range(3 * L + 1), name=f"w{i}_end")
             m.d.comb += end.eq(off + w.count)
@@ -155,7 +152,7 @@ class LineMemory(wiring.Component):
                     m.d.sync += [off_q.eq(off), odd_q.eq(line[0])]
             lo = Mux(odd_q, datas[1], datas[0])
             hi = Mux(odd_q, datas[0], datas[1])
-            m.d.comb += r.data.eq(shift_bytes(Cat(lo, hi), off_q, P, left=False))
+            m.d.comb += r.data.eq(self._shift(m, self._shr, Cat(lo, hi), off_q, f"r{i}_rot"))
 
         # the host's whole-line port (loading, read-back): line l is memory l & 1, entry l >> 1; its ports are the
         # last of each memory

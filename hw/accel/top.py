@@ -77,9 +77,12 @@ class Accelerator(wiring.Component):
         })
 
     @property
-    def ram_shapes(self) -> list:
-        """The RAM modules (:mod:`hw.accel.ram`) the Verilog of this accelerator instantiates."""
-        return sorted({mem.ram for mem in self.buffer_memories}, key=lambda r: r.name)
+    def verilog_modules(self) -> dict[str, str]:
+        """The Verilog modules (:mod:`hw.accel.ram`: RAMs, byte shifters) this accelerator instantiates, by name."""
+        mods = {}
+        for mem in self.buffer_memories:
+            mods.update(mem.verilog_modules)
+        return mods
 
     def elaborate(self, platform):
         m = Module()
