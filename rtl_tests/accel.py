@@ -24,7 +24,7 @@ from sim.memory import Memories
 
 from .simulators import DEFAULT_SIMULATOR, build_model, check_simulator, run_test
 
-__all__ = ["AccelRun", "AccelBatch", "VerifyRow", "run_programs", "verify", "design_for", "bench_verilog", "BENCH_MODULE",
+__all__ = ["AccelRun", "AccelBatch", "VerifyRow", "run_programs", "verify", "design_for", "runnable_programs", "bench_verilog", "BENCH_MODULE",
            "TOP"]
 
 BENCH_MODULE = "rtl_tests.cocotb_accel_bench"
@@ -152,6 +152,7 @@ class VerifyRow:
     design: str
     programs: int
     instructions: int
+    matmuls: int
     sim_cycles: int
     rtl_cycles: int
     cycles_equal: int
@@ -177,19 +178,37 @@ def design_for(spec: str):
     return load_design(spec)
 
 
+def runnable_programs(rng, design, n: int, plan: AccelPlan | None = None) -> list:
+    """``n`` random valid programs (``sim.progen``: data movement and MATMULs) the accelerator of ``design`` runs
+    (MATMULs only on the engines it feeds; drawn until ``n`` pass :meth:`AccelPlan.check_program`)."""
+    from sim.progen import DATA_STEPS, MATMUL_STEPS, random_program
+
+    plan = plan or AccelPlan.of(design)
+    mix = MATMUL_STEPS if plan.fed else DATA_STEPS
+    runs = []
+    for _ in range(50 * n):
+        program, mem = random_program(rng, design, mix=mix)
+        try:
+            plan.check_program(program)
+        except ValueError:
+            continue
+        runs.append((program, mem))
+        if len(runs) == n:
+            return runs
+    raise RuntimeError(f"design {design.name!r}: fewer than {n} runnable programs in {50 * n} draws")
+
+
 def verify(designs: list[str], *, programs: int, seed: int, simulator: str = DEFAULT_SIMULATOR,
            stall: bool = False, log=None) -> list[VerifyRow]:
-    """Run ``programs`` random data-moving programs (``sim.progen``) on each design's RTL and on the simulator, and
-    compare every byte and the cycle counts (with ``stall``: a randomly stalling DRAM, cycles at least the
-    simulator's)."""
-    from sim.progen import DATA_STEPS, random_program
-
+    """Run ``programs`` random programs (data movement and MATMULs on the engines it feeds, :func:`runnable_programs`)
+    on each design's RTL and on the simulator, and compare every byte and the cycle counts (with ``stall``: a
+    randomly stalling DRAM, cycles at least the simulator's)."""
     resolved = [(name, design_for(name)) for name in designs]    # refuse a bad name before any run
     rows = []
     for name, design in resolved:
-        AccelPlan.of(design)
+        plan = AccelPlan.of(design)
         rng = np.random.default_rng(seed)
-        runs = [random_program(rng, design, mix=DATA_STEPS) for _ in range(programs)]
+        runs = runnable_programs(rng, design, programs, plan)
         t = time.perf_counter()
         batch = run_programs(design, runs, simulator=simulator, stall=stall, seed=seed, log=log)
         sim_total = rtl_total = same_cycles = same_bytes = 0
@@ -201,6 +220,7 @@ def verify(designs: list[str], *, programs: int, seed: int, simulator: str = DEF
             same_cycles += got.finished and (got.cycles >= want.cycles if stall else got.cycles == want.cycles)
             same_bytes += np.array_equal(want.memories.dram, got.memories.dram) and all(
                 np.array_equal(want.memories.buffers[k], got.memories.buffers[k]) for k in want.memories.buffers)
-        rows.append(VerifyRow(name, programs, sum(len(p) for p, _ in runs), sim_total, rtl_total, int(same_cycles),
-                              int(same_bytes), time.perf_counter() - t))
+        rows.append(VerifyRow(name, programs, sum(len(p) for p, _ in runs),
+                              sum(len(p.indices("MATMUL")) for p, _ in runs), sim_total, rtl_total,
+                              int(same_cycles), int(same_bytes), time.perf_counter() - t))
     return rows

@@ -4,8 +4,10 @@ on random valid programs on random small designs (Verilator; a subset on Icarus)
 cycles are pinned, and under a DRAM that stalls at random (bytes equal, cycles never fewer). Planted controller
 bugs (an ignored token, a row stride off by one) must fail the comparison.
 
-This version of the accelerator executes the data-moving instructions (LOAD, STORE, on-chip copies, SYNC, NOP,
-FINISH: ``hw.accel.plan.EXECUTES``); the random programs are ``sim.progen``'s with :data:`sim.progen.DATA_STEPS`.
+This version of the accelerator executes everything but POST and HOST (``hw.accel.plan.EXECUTES``): the random
+programs are ``sim.progen``'s with :data:`sim.progen.MATMUL_STEPS` (tiles, activation blocks, MATMULs on every
+engine the feeder drives, stores, reloads, on-chip copies, SYNCs, NOPs), on random designs that between them
+have all five stream engines; two more designs run data-moving programs only.
 """
 
 import numpy as np
@@ -18,11 +20,14 @@ from sim.machine import run as sim_run
 from sim.memory import Memories
 from sim.progen import DATA_STEPS, random_design, random_program
 
-from .accel import run_programs
+from .accel import run_programs, runnable_programs
 
-#: Random designs of the default suite, and programs on each: 8 × 26 = 208 programs.
-DESIGN_SEEDS = tuple(range(100, 108))
+#: Random designs of the default suite (``sim.progen.random_design`` seeds) and the engines the feeder drives on
+#: them — ternary-MAC, BAMM and int8-MAC, binary-basis, XNOR-popcount: all five — and programs on each: 8 × 26 = 208
+#: programs with MATMULs, and 2 × 12 data-moving programs on two more designs.
+DESIGN_SEEDS = (2, 5, 13, 15, 18, 19, 21, 26)
 PROGRAMS_PER_DESIGN = 26
+DATA_SEEDS = (100, 101)
 
 
 def _reference(program, design, mem):
@@ -39,15 +44,19 @@ def _same_memories(a: Memories, b: Memories) -> list[str]:
     return diff
 
 
-def _random_runs(seed: int, n: int):
+def _random_runs(seed: int, n: int, *, data_only: bool = False):
     rng = np.random.default_rng(seed)
     design = random_design(rng, name=f"random-{seed}")
-    return design, [random_program(rng, design, mix=DATA_STEPS) for _ in range(n)]
+    if data_only:
+        return design, [random_program(rng, design, mix=DATA_STEPS) for _ in range(n)]
+    return design, runnable_programs(rng, design, n)
 
 
-@pytest.mark.parametrize("seed", DESIGN_SEEDS)
-def test_random_programs_equal_the_simulator_in_bytes_and_cycles(seed):
-    design, runs = _random_runs(seed, PROGRAMS_PER_DESIGN)
+@pytest.mark.parametrize("seed, data_only", [(s, False) for s in DESIGN_SEEDS] + [(s, True) for s in DATA_SEEDS])
+def test_random_programs_equal_the_simulator_in_bytes_and_cycles(seed, data_only):
+    design, runs = _random_runs(seed, 12 if data_only else PROGRAMS_PER_DESIGN, data_only=data_only)
+    if not data_only:
+        assert sum(len(p.indices("MATMUL")) for p, _ in runs) >= PROGRAMS_PER_DESIGN
     batch = run_programs(design, runs)
     for i, ((program, mem), got) in enumerate(zip(runs, batch.runs)):
         want = _reference(program, design, mem)
@@ -57,7 +66,7 @@ def test_random_programs_equal_the_simulator_in_bytes_and_cycles(seed):
                                           f"simulator {want.cycles}"
 
 
-@pytest.mark.parametrize("seed", (200, 201))
+@pytest.mark.parametrize("seed", (5, 19))
 def test_a_stalling_dram_changes_cycles_never_bytes(seed):
     design, runs = _random_runs(seed, 12)
     batch = run_programs(design, runs, stall=True, seed=seed)
@@ -72,7 +81,9 @@ def test_a_stalling_dram_changes_cycles_never_bytes(seed):
 
 
 def test_icarus_runs_the_same_programs():
-    design, runs = _random_runs(DESIGN_SEEDS[0], 4)
+    # data-moving programs only: with a MATMUL, Icarus sees X reach the engines' operands (Verilator, two-state,
+    # computes every byte right) and the program never finishes — an open defect (docs/accelerator.md)
+    design, runs = _random_runs(DATA_SEEDS[0], 4, data_only=True)
     batch = run_programs(design, runs, simulator="icarus")
     for i, ((program, mem), got) in enumerate(zip(runs, batch.runs)):
         want = _reference(program, design, mem)
@@ -126,6 +137,41 @@ def test_hand_derived_cycles_and_bytes():
     assert np.array_equal(got.memories.dram, expected)
 
 
+def test_hand_derived_matmul():
+    # int8-MAC, 4 lanes × 2 rows; y[t][j] = Σ_i x[t][i]·w[j][i] for 2 tokens, k = 6, n = 3: 2 row blocks × 2 tokens
+    # × 2 chunks = 8 beats, one a cycle (4 activation bytes and an 8-byte beat image a cycle fit the 8-byte lines)
+    design = _hand_design()
+    p = design.engines[0].params
+    rng = np.random.default_rng(5)
+    w = rng.integers(-128, 128, (3, 6))
+    x = rng.integers(-128, 128, (2, 6))
+    image = p.weight_image(w)
+    assert image.size == 2 * 2 * 8
+    b = ProgramBuilder("hand")
+    # the tile, 32 bytes: 1 + ceil(32 / 6.4) + 3 = 9 cycles; the activations, 2 rows of 6 bytes: 1 + 2 + 3 = 6
+    b.emit("LOAD", dram=0, sram=address("weights", 0), rows=1, row_bytes=32)
+    b.emit("LOAD", dram=32, sram=address("activations", 0), rows=2, row_bytes=6, push_next=True)
+    # set up at 15; beats read in 16 … 23; the last beat's data registered at 24, to the engine at 25; its
+    # result `latency` cycles later, written then: done at 26 + latency
+    b.emit("MATMUL", engine=0, w=address("weights", 0), a=address("activations", 0), r=address("activations", 64),
+           m=2, k=6, n=3, pop_prev=True, push_next=True)
+    # the 2 × 3 records, 24 bytes, to DRAM 64: 1 + ceil(24 / 6.4) + 3 + 1 = 9 cycles
+    b.emit("STORE", dram=64, sram=address("activations", 64), rows=1, row_bytes=24, pop_prev=True)
+    b.finish()
+    program = b.build()
+    dram = np.zeros(96, np.uint8)
+    dram[:32] = image
+    dram[32:44] = x.astype(np.int8).view(np.uint8).reshape(-1)
+    mem = Memories.for_design(design, dram=dram, dram_bytes=96)
+    want_cycles = 26 + p.latency + 9
+    expected = (x @ w.T).astype("<i4").view(np.uint8).reshape(-1)
+    ref = _reference(program, design, mem)
+    assert ref.cycles == want_cycles and np.array_equal(ref.memories.dram[64:88], expected)
+    got = run_programs(design, [(program, mem)]).runs[0]
+    assert got.cycles == want_cycles, f"RTL {got.cycles} cycles, by hand {want_cycles}"
+    assert np.array_equal(got.memories.dram[64:88], expected)
+
+
 @pytest.mark.parametrize("fault", ("ignore_pops", "stride_plus_one"))
 def test_a_planted_controller_bug_fails(fault):
     design, program = _hand_design(), _hand_program()
@@ -171,11 +217,20 @@ def test_designs_and_programs_it_cannot_build_or_run_are_refused_by_name():
     plan = AccelPlan.of(_hand_design(), imem_depth=4)
     b = ProgramBuilder("hand")
     b.emit("SYNC", queue=0)
-    b.emit("MATMUL", engine=0, w=address("weights", 0), a=address("activations", 0), r=address("activations", 64),
+    b.emit("POST", fn=10, out_fmt=2, in_fmt=2, src=address("activations", 0), dst=address("activations", 64),
+           rows=1, cols=2)
+    b.finish()
+    with pytest.raises(AccelError, match=r"instruction 1: POST is not executed"):
+        plan.check_program(b.build())
+    # an engine the feeder cannot drive: the built-in ternary design's FP16 MAC array (slot 2)
+    from hw.accelerator import load_design
+    ternary = AccelPlan.of(load_design("ternary"), imem_depth=4)
+    b = ProgramBuilder("ternary")
+    b.emit("MATMUL", engine=2, w=address("weights", 0), a=address("activations", 0), r=address("activations", 64),
            m=1, k=4, n=2)
     b.finish()
-    with pytest.raises(AccelError, match=r"instruction 1: MATMUL is not executed"):
-        plan.check_program(b.build())
+    with pytest.raises(AccelError, match=r"instruction 0: MATMUL on engine 2: fp-mac has no generator"):
+        ternary.check_program(b.build())
     with pytest.raises(AccelError, match=r"7 instructions.*holds 4"):
         long = ProgramBuilder("hand")
         for _ in range(6):

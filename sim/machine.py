@@ -24,7 +24,8 @@ import numpy as np
 
 from hw.accelerator import Accelerator
 from isa.program import Program, split_address
-from isa.spec import BUFFERS, HOST_FUNCTIONS, POST_FUNCTIONS
+from hw.units import EngineParams
+from isa.spec import BUFFERS, FORMAT_BITS, HOST_FUNCTIONS, POST_FUNCTIONS
 from isa.validate import EngineShape, MachineShape
 
 from .dataops import engine_params, execute_post, execute_transfer
@@ -114,6 +115,7 @@ class _Timing:
     ii: np.ndarray
     lat: np.ndarray
     fence: np.ndarray
+    feed: np.ndarray          #: MATMUL: 1 when the accelerator's feeder reads and assembles the beats (stream engines)
 
 
 def _transfer_cycles(design: Accelerator, rows: np.ndarray, nbytes: np.ndarray, src: np.ndarray,
@@ -143,8 +145,12 @@ def _matmul_shape(design: Accelerator, engine: int, m: int, k: int, n: int, w_bu
     rows_total = p.rows * slot.count
     beats = p.row_blocks(n, slot.count) * m * p.k_chunks(k)
     w_src = design.buffers[_BUFFER_NAMES[w_buffer]]
-    ii = max(1, -(-(p.lanes * p.act_bits) // design.activation_buffer.bits_per_cycle),
-             -(-(rows_total * p.lanes * p.weight_bits) // w_src.bits_per_cycle))
+    if isinstance(p, EngineParams):       # what a beat reads: its activations as stored, its weight-tile beat image
+        act_bits = FORMAT_BITS[act_format(p)] * p.lanes
+        weight_bits = 8 * (replace(p, rows=rows_total) if slot.count > 1 else p).weight_beat_bytes
+    else:
+        act_bits, weight_bits = p.lanes * p.act_bits, rows_total * p.lanes * p.weight_bits
+    ii = max(1, -(-act_bits // design.activation_buffer.bits_per_cycle), -(-weight_bits // w_src.bits_per_cycle))
     return beats, ii, p.latency
 
 
@@ -152,7 +158,8 @@ def _timing(program: Program, design: Accelerator) -> _Timing:
     n = len(program)
     op = program.opcodes
     t = _Timing(np.full(n, sched.SYNC, np.int8), np.full(n, -1, np.int8), program.deps.astype(np.uint8),
-                np.zeros(n, np.int64), np.ones(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.bool_))
+                np.zeros(n, np.int64), np.ones(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.bool_),
+                np.zeros(n, np.int8))
     for name, q in (("LOAD", sched.LOAD_Q), ("STORE", sched.STORE_Q)):
         idx = program.indices(name)
         if len(idx):
@@ -170,6 +177,8 @@ def _timing(program: Program, design: Accelerator) -> _Timing:
         uniq, inv = _matmul_kinds(program)
         shapes = np.array([_matmul_shape(design, *(int(v) for v in row)) for row in uniq], np.int64).reshape(-1, 3)
         t.dur[idx], t.ii[idx], t.lat[idx] = shapes[inv, 0], shapes[inv, 1], shapes[inv, 2]
+        stream = np.array([design.engines[e].params.timing == "stream" for e in range(len(design.engines))])
+        t.feed[idx] = stream[np.minimum(program.field("MATMUL", "engine"), len(design.engines) - 1)]
     for name in ("POST", "HOST"):
         idx = program.indices(name)
         if len(idx):
@@ -363,7 +372,8 @@ class _Clock:
         self.tokens, self.head, self.tail = tokens, np.zeros(4, np.int64), np.array([len(x) for x in live], np.int64)
         start, done, li = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
         pp, pn = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        status = sched.schedule(t.cls, t.queue, program.deps, t.dur, t.ii, t.lat, t.fence, start, done, li, pp, pn,
+        status = sched.schedule(t.cls, t.queue, program.deps, t.dur, t.ii, t.lat, t.fence, t.feed, start, done, li,
+                                pp, pn,
                                 self.summary, self.state, self.tokens, self.head, self.tail, self.index, expand)
         if status == sched.TOKEN_MISSING:
             i = int(self.summary[1])
@@ -407,7 +417,7 @@ def run_chunks(chunks, design: Accelerator, memories: Memories | None = None, *,
         t = _timing(rep, design)
         if stepped:
             full = _Timing(*(getattr(t, f)[expand] for f in ("cls", "queue")), program.deps.astype(np.uint8),
-                           *(getattr(t, f)[expand] for f in ("dur", "ii", "lat", "fence")))
+                           *(getattr(t, f)[expand] for f in ("dur", "ii", "lat", "fence", "feed")))
             _step(program, design, full, mem, seed)
         status, start, done, li = clock.advance(program, t, expand)
         yield ProgramRun(program, int(clock.summary[0]), start, done, li, clock.busy, stepped, mem, t, rep, mult,

@@ -42,7 +42,7 @@ from models.units import UnitKind
 from .interpret import PACK_UNITS, act_format, aux_elements, engine_params
 from .memory import Memories, row_bytes, write_matrix
 
-__all__ = ["ENGINE_KINDS", "DATA_STEPS", "random_design", "random_program", "races", "program_regions"]
+__all__ = ["ENGINE_KINDS", "DATA_STEPS", "MATMUL_STEPS", "random_design", "random_program", "races", "program_regions"]
 
 #: The engine kinds a random design draws from: every stream engine with an integer reference.
 ENGINE_KINDS = ("ternary-mac", "xnor-popcount", "bamm", "binary-basis", "int8-mac")
@@ -920,9 +920,13 @@ class _Gen:
 _STEPS = (("load_tile", 3), ("load_acts", 3), ("matmul", 5), ("post", 5), ("store", 2), ("reload", 0.5),
           ("copy_onchip", 0.5), ("noise", 0.7))
 
-#: A mix of operations that only move data (LOAD, STORE, on-chip copies, SYNC, NOP): the programs an accelerator
-#: without its compute wired can run (``hw.accel.plan.EXECUTES``).
+#: A mix of operations that only move data (LOAD, STORE, on-chip copies, SYNC, NOP).
 DATA_STEPS = (("load_tile", 2), ("load_acts", 3), ("store", 3), ("reload", 1.5), ("copy_onchip", 1.5), ("noise", 2))
+
+#: Everything but POST (and so HOST-free): data movement and MATMULs — what the accelerator RTL runs today
+#: (``hw.accel.plan.EXECUTES``).
+MATMUL_STEPS = (("load_tile", 3), ("load_acts", 3), ("matmul", 5), ("store", 2), ("reload", 0.5),
+                ("copy_onchip", 0.5), ("noise", 0.7))
 
 
 def random_program(rng: np.random.Generator, design: Accelerator, *, steps: int | None = None,

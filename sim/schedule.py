@@ -31,8 +31,10 @@ class FeederSchedule:
         return self.last_output + 1
 
 
-def feeder_schedule(tile_beats, load, *, slots: int, ii: int, latency: int) -> FeederSchedule:
-    """Closed-form schedule of an engine run fed tile by tile (see the module docstring)."""
+def feeder_schedule(tile_beats, load, *, slots: int, ii: int, latency: int, release: int = 1) -> FeederSchedule:
+    """Closed-form schedule of an engine run fed tile by tile (see the module docstring). ``release``: cycles from
+    a tile's last beat issue to its slot being free (1; the accelerator's feeder, which reads a beat over ``ii``
+    cycles from its set-up cycle on: ``ii + 1``, docs/isa.md §4.2)."""
     beats = np.asarray(tile_beats, np.int64)
     loads = np.asarray(load, np.int64)
     if beats.ndim != 1 or beats.shape != loads.shape or beats.size == 0:
@@ -45,7 +47,7 @@ def feeder_schedule(tile_beats, load, *, slots: int, ii: int, latency: int) -> F
     prev_last = None
     first_issue = 0
     for j in range(n):
-        slot_free = 0 if j < slots else last_issue[j - slots] + 1
+        slot_free = 0 if j < slots else last_issue[j - slots] + release
         start = max(dram_free, slot_free)
         ready = start + int(loads[j])
         dram_free = ready

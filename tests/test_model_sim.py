@@ -256,7 +256,9 @@ def test_minilm_real_weights_on_the_engines_the_model_simulator_times(capsys, sc
     cfg = load_config(minilm_dir() / "config.json")
     [op] = [o for o in extract_workload(cfg, get_scheme(scheme), seq_len=x.shape[0]).ops if o.name == "layer.attn.q"]
     assert (op.m, op.k, op.n) == (x.shape[0], 384, 384)
-    assert time_op(op, design, weights_on_chip=True, kv_on_chip=True).cycles == run.cycles
+    # + 3: the accelerator's feeder (a set-up cycle, the operand read, the assembly register; docs/isa.md §4.2) in
+    # front of the engine's own stream
+    assert time_op(op, design, weights_on_chip=True, kv_on_chip=True).cycles == run.cycles + 3
     # and the real checkpoint's config.json runs whole
     code, out, err = _run_cli(["simulate", "model", "--model", minilm_dir() / "config.json", "--scheme", scheme,
                                "--design", "ternary", "--seq", x.shape[0], "--json"], capsys)
@@ -283,7 +285,7 @@ def test_simulate_gemm(capsys, design, cycles):
     r = json.loads(out)
     if cycles is None:
         engine = load_design(design).engine_for("int8-mac").params
-        cycles = 48 * 128 * 24 + engine.latency
+        cycles = 48 * 128 * 24 + engine.latency + 3       # + the feeder's set-up, read and assembly cycles
     else:
         assert r["scalesim_cycles"] == cycles - 1          # SCALE-Sim prints the last cycle's index
     assert r["cycles"] == cycles
@@ -400,8 +402,10 @@ def test_activations_that_do_not_fit_stream_in_token_blocks():
     # first tile is two LOADs (weights, activations)
     loads = [1 + math.ceil(64 / 8) + 2 + (1 + math.ceil(t * 64 / 8) + 2 if r == 0 else 0)
              for t in blocks for r in range(2)]
+    # the accelerator's feeder (docs/isa.md §4.2): a set-up cycle, the operand read and the assembly register before
+    # the engine's latency, and a tile's slot is free once its last beat is read (ii + 1 after that beat's set-up)
     latency = design.engines[0].params.latency
-    assert run.cycles == feeder_schedule(beats, loads, slots=2, ii=1, latency=latency).cycles
+    assert run.cycles == feeder_schedule(beats, loads, slots=2, ii=1, latency=latency + 3, release=2).cycles
     on_chip = time_op(op, _token_block_design(1024), weights_on_chip=False, kv_on_chip=True)
     assert on_chip.dram_bytes == 2 * 64                         # both tiles once; activations already there
     # the activation bits loaded are written into the activation buffer

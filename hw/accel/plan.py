@@ -7,7 +7,7 @@ whose transfer formula is :meth:`Accelerator.transfer_cycles` (the RTL paces eac
 :meth:`Accelerator.transfer_rate` bytes a cycle with a remainder counter: no division, no float).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from hw.accelerator import BUFFER_ROLES, Accelerator
@@ -21,9 +21,9 @@ __all__ = ["AccelError", "AccelPlan", "BufferPlan", "Pacing", "DRAM", "EXECUTES"
 #: (source, destination); buffers are 0, 1, 2 (docs/isa.md §1).
 DRAM = 3
 
-#: Opcodes this version of the accelerator executes. MATMUL, POST and HOST are refused by
-#: :meth:`AccelPlan.check_program` until the engines and the post unit are wired to the buffers.
-EXECUTES = ("NOP", "LOAD", "STORE", "SYNC", "FINISH")
+#: Opcodes this version of the accelerator executes. POST and HOST are refused by :meth:`AccelPlan.check_program`
+#: until the post unit is built; a MATMUL on an engine the feeder cannot drive (:attr:`EnginePlan.refusal`) too.
+EXECUTES = ("NOP", "LOAD", "STORE", "MATMUL", "SYNC", "FINISH")
 
 #: Instructions the on-chip instruction memory holds unless told otherwise; the generator accepts up to
 #: :data:`MAX_IMEM_DEPTH`.
@@ -61,6 +61,60 @@ class BufferPlan:
 
 
 @dataclass(frozen=True)
+class EnginePlan:
+    """One engine slot as the feeder drives it: ``params`` are the unit's (``rows × count`` rows: lockstep engines
+    are one wider engine, as the simulator runs them), a beat reads ``act_bytes`` of activations (``lanes``
+    elements of ``act_mem_bits`` as stored) and ``image_bytes`` of weight-tile beat image, a result beat writes
+    ``rows × words`` I32 record words. ``refusal`` says why the feeder cannot drive it (None: it can)."""
+
+    index: int
+    unit: str
+    params: object
+    refusal: str | None
+    act_mem_bits: int = 0
+    act_bytes: int = 0
+    image_bytes: int = 0
+    words: int = 0
+
+    @property
+    def record_bytes(self) -> int:
+        return self.params.rows * self.words * 4
+
+    def ii(self, design: Accelerator, w_buffer: int) -> int:
+        """Cycles between beats (docs/isa.md §4.2): the activation and weight reads at the buffers' port widths."""
+        act = design.buffers["activations"].bits_per_cycle
+        w = design.buffers[BUFFER_ROLES[w_buffer]].bits_per_cycle
+        return max(1, -(-8 * self.act_bytes // act), -(-8 * self.image_bytes // w))
+
+
+def _engine_plan(design: Accelerator, index: int) -> EnginePlan:
+    from hw.units import EngineParams
+    from isa.spec import FORMAT_BITS
+    from sim.interpret import act_format
+
+    slot = design.engines[index]
+    p = slot.params
+    if not isinstance(p, EngineParams):
+        return EnginePlan(index, slot.unit, p, f"{slot.unit} has no generator (no integer stream engine)")
+    wide = replace(p, rows=p.rows * slot.count) if slot.count > 1 else p
+    if wide.reduction_block:
+        return EnginePlan(index, slot.unit, wide, f"{slot.unit} in BiLLM mode (per-block results) is not fed yet")
+    mem_bits = FORMAT_BITS[act_format(wide)]
+    if wide.lanes * mem_bits % 8:
+        return EnginePlan(index, slot.unit, wide, f"engines[{slot.unit}].lanes = {wide.lanes}: a beat's "
+                          f"{mem_bits}-bit activations are not whole bytes")
+    words = wide.result_words
+    plan = EnginePlan(index, slot.unit, wide, None, mem_bits, wide.lanes * mem_bits // 8, wide.weight_beat_bytes,
+                      words)
+    line = design.buffers["activations"].line_bits // 8
+    if plan.record_bytes > line:
+        return replace(plan, refusal=f"{slot.unit}: a result beat is {wide.rows} rows × {words} words × 4 = "
+                                     f"{plan.record_bytes} bytes, more than the activations buffer's {line}-byte "
+                                     f"line (one write a cycle)")
+    return plan
+
+
+@dataclass(frozen=True)
 class Pacing:
     """Bytes a transfer moves per cycle, ``rate = q + r/den`` exactly: each cycle of a row moves ``q`` bytes, one
     more when a remainder counter (``+r`` a cycle) reaches ``den`` — so after ``c`` cycles a row has moved
@@ -85,6 +139,7 @@ class AccelPlan:
     buffers: tuple[BufferPlan, ...]
     pacing: dict            # (src, dst) → Pacing, src/dst a buffer index or DRAM
     imem_depth: int
+    engines: tuple = ()     # EnginePlan per engine slot
 
     @classmethod
     def of(cls, design: Accelerator, *, imem_depth: int = DEFAULT_IMEM_DEPTH) -> "AccelPlan":
@@ -101,7 +156,7 @@ class AccelPlan:
                 raise AccelError(f"buffers.{role}.size_bytes = {b.size_bytes:,}: an instruction addresses at most "
                                  f"{1 << BUFFER_SHIFT:,} bytes of a buffer")
             port = b.line_bits // 8
-            buffers.append(BufferPlan(role, i, b.size_bytes, min(port, design.dma.bytes_per_cycle), port))
+            buffers.append(BufferPlan(role, i, b.size_bytes, port, port))
         pacing = {}
         for src in (*range(len(BUFFER_ROLES)), DRAM):
             for dst in (*range(len(BUFFER_ROLES)), DRAM):
@@ -109,7 +164,13 @@ class AccelPlan:
                     continue
                 rate = design.transfer_rate(None if src == DRAM else src, None if dst == DRAM else dst)
                 pacing[(src, dst)] = Pacing.of(rate)
-        return cls(design, tuple(buffers), pacing, imem_depth)
+        engines = tuple(_engine_plan(design, i) for i in range(len(design.engines)))
+        return cls(design, tuple(buffers), pacing, imem_depth, engines)
+
+    @property
+    def fed(self) -> tuple:
+        """The engine slots the feeder drives."""
+        return tuple(e for e in self.engines if e.refusal is None)
 
     # -- widths -----------------------------------------------------------------------------------------------------
 
@@ -143,8 +204,12 @@ class AccelPlan:
         for i, code in enumerate(program.opcodes.tolist()):
             if names[int(code)] not in EXECUTES:
                 raise AccelError(f"instruction {i}: {names[int(code)]} is not executed by this accelerator yet "
-                                 f"(it runs {', '.join(EXECUTES)}); the engines and the post unit are not wired "
-                                 f"to its buffers")
+                                 f"(it runs {', '.join(EXECUTES)}); the post unit is not built")
+        idx = program.indices("MATMUL")
+        if len(idx):
+            for j, e in zip(idx.tolist(), program.field("MATMUL", "engine").tolist()):
+                if e < len(self.engines) and self.engines[e].refusal is not None:
+                    raise AccelError(f"instruction {j}: MATMUL on engine {e}: {self.engines[e].refusal}")
         for name in ("LOAD", "STORE"):
             idx = program.indices(name)
             if not len(idx):
@@ -170,6 +235,10 @@ class AccelPlan:
             "pacing": [{"src": _side(s), "dst": _side(d), "bytes_per_cycle": f"{p.q}+{p.r}/{p.den}"}
                        for (s, d), p in sorted(self.pacing.items())],
             "executes": list(EXECUTES),
+            "engines": [{"slot": e.index, "unit": e.unit, "fed": e.refusal is None, "why_not": e.refusal,
+                         **({"act_bytes": e.act_bytes, "image_bytes": e.image_bytes, "record_words": e.words,
+                             "latency": e.params.latency} if e.refusal is None else {})}
+                        for e in self.engines],
         }
 
 

@@ -62,9 +62,14 @@ class Accelerator(wiring.Component):
             raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(self.FAULTS)}")
         self.plan, self.faults = plan, frozenset(faults)
         D, N = plan.dram_lanes, plan.imem_depth
-        # the buffers: the load queue's mover is run port 0 of each, the store queue's port 1
-        self.buffer_memories = [LineMemory(b.size_bytes, b.line_bytes, min(plan.lanes, b.line_bytes), writers=2,
-                                           readers=2) for b in plan.buffers]
+        # the buffers: the load queue's mover is run port 0 of each, the store queue's port 1; then the engines'
+        # operand readers (each buffer's `ports`) and, on the activations buffer, one result writer per fed engine
+        d = plan.design
+        self.buffer_memories = [
+            LineMemory(b.size_bytes, b.line_bytes, b.line_bytes,
+                       writers=2 + (len(plan.fed) if b.name == "activations" else 0),
+                       readers=2 + d.buffers[b.name].ports)
+            for b in plan.buffers]
         self.line_bits = 8 * plan.max_line_bytes
         super().__init__({
             "run": In(1), "running": Out(1), "finished": Out(1), "cycles": Out(32), "error": Out(1),
@@ -117,15 +122,17 @@ class Accelerator(wiring.Component):
                     qf = _field(ins, "SYNC", "queue")
                     for name, qi in QUEUES.items():
                         m.d.comb += push_q[qi].eq(qf == qi)
+                with m.Case(OPCODES["MATMUL"]):
+                    m.d.comb += push_q[QUEUES["compute"]].eq(1)
                 with m.Case(OPCODES["FINISH"]):
                     m.d.sync += fin_seen.eq(1)
-                with m.Default():               # MATMUL, POST, HOST: not executed yet (AccelPlan refuses them)
+                with m.Default():               # POST, HOST: not executed yet (AccelPlan refuses them)
                     m.d.sync += [error.eq(1), running.eq(0)]
 
         # -- tokens -----------------------------------------------------------------------------------------------
         tok_bits = max(1, N.bit_length()) + 1
         tokens = [Signal(tok_bits, name=f"tokens_{i}") for i in range(len(TOKEN_QUEUES))]
-        inc = [Signal(name=f"tok_inc_{i}") for i in range(len(TOKEN_QUEUES))]
+        inc = [Signal(range(len(plan.fed) + 2), name=f"tok_inc_{i}") for i in range(len(TOKEN_QUEUES))]
         dec = [Signal(name=f"tok_dec_{i}") for i in range(len(TOKEN_QUEUES))]
         for t, i_, d_ in zip(tokens, inc, dec):
             m.d.sync += t.eq(t + i_ - d_)
@@ -148,6 +155,18 @@ class Accelerator(wiring.Component):
             for i, mem in enumerate(bufs):
                 with m.Case(i):
                     m.d.comb += self.host_rdata.eq(mem.host_rdata)
+
+        # -- the MATMUL unit: engine readers after the movers' (run ports 2 …), result writers after theirs --------
+        from .compute import MatmulUnit
+        addr_bits = {b.name: mem.addr_bits for b, mem in zip(plan.buffers, bufs)}
+        mm = MatmulUnit(plan, addr_bits)
+        m.submodules.matmul = mm
+        by_name = {b.name: mem for b, mem in zip(plan.buffers, bufs)}
+        for tag, name in (("w", "weights"), ("k", "kv"), ("a", "activations")):
+            for p in range(plan.design.buffers[name].ports):
+                connect(m, getattr(mm, f"rd_{tag}{p}"), getattr(by_name[name], f"r{2 + p}"))
+        for i, e in enumerate(plan.fed):
+            connect(m, getattr(mm, f"wr{e.index}"), getattr(by_name["activations"], f"w{2 + i}"))
 
         # -- the queues ---------------------------------------------------------------------------------------------
         fifo_empty, idle = [], []
@@ -177,7 +196,11 @@ class Accelerator(wiring.Component):
                 m.submodules[f"mover_{qname}"] = mover
                 m.d.comb += free.eq(~mover.busy)
             else:
-                m.d.comb += free.eq(1)          # only SYNC runs here yet: one cycle, never busy after it
+                # a SYNC (or a fenced MATMUL) waits for every earlier compute instruction; a MATMUL for the
+                # feeder (which takes the next one in the current one's last read cycle)
+                is_mm = hop == OPCODES["MATMUL"]
+                fence = _field(hi, "MATMUL", "fence")
+                m.d.comb += free.eq(Mux(is_mm, mm.accept & (~fence | mm.idle), mm.idle))
 
             tokens_ok = Signal(name=f"{qname}_tokens_ok")
             conds = []
@@ -212,7 +235,20 @@ class Accelerator(wiring.Component):
                 now = start & is_sync & flags[f]
                 if mover is not None:
                     now = now | (mover.finish & Mux(transfer_start, flags[f], pushes[f]))
-                m.d.comb += inc[t].eq(now)
+                    m.d.comb += inc[t].eq(now)
+                else:                           # the compute queue: SYNC now, MATMUL when the unit says
+                    extra = mm.push_prev_now if f == "push_prev" else mm.push_next_now
+                    m.d.comb += inc[t].eq(now + extra)
+            if mover is None:
+                mm_start = start & (hop == OPCODES["MATMUL"])
+                addr = {x: _field(hi, "MATMUL", x) for x in ("w", "a", "r")}
+                m.d.comb += [mm.start.eq(mm_start), mm.engine.eq(_field(hi, "MATMUL", "engine")),
+                             mm.w_buf.eq(addr["w"][BUFFER_SHIFT:BUFFER_SHIFT + 2]),
+                             mm.w.eq(addr["w"][:BUFFER_SHIFT]), mm.a.eq(addr["a"][:BUFFER_SHIFT]),
+                             mm.r.eq(addr["r"][:BUFFER_SHIFT]),
+                             mm.m.eq(_field(hi, "MATMUL", "m")), mm.k.eq(_field(hi, "MATMUL", "k")),
+                             mm.n.eq(_field(hi, "MATMUL", "n")), mm.astride.eq(_field(hi, "MATMUL", "astride")),
+                             mm.push_prev.eq(flags["push_prev"]), mm.push_next.eq(flags["push_next"])]
 
             if mover is not None:
                 load = qname == "load"
@@ -249,7 +285,7 @@ class Accelerator(wiring.Component):
                     connect(m, flipped(self.dram_wack), mover.dram_wack)
             fifo_empty.append(empty & ~push_q[qi])
             idle.append(Signal.like(free, name=f"{qname}_idle"))
-            m.d.comb += idle[-1].eq(free)
+            m.d.comb += idle[-1].eq(free if mover is not None else mm.idle)
 
         # -- run and the count ---------------------------------------------------------------------------------------
         finishing = running & (fin_seen | (dispatching & (opcode == OPCODES["FINISH"])))

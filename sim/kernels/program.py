@@ -54,7 +54,7 @@ def _push_queue(q, prev):
 
 
 @cached_njit
-def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, push_prev_at, push_next_at,
+def schedule(cls, queue, deps, dur, ii, lat, fence, feed, start, done, last_issue, push_prev_at, push_next_at,
              summary, state, tokens, head, tail, first_index, expand):
     """Time the instructions of one chunk of a program, continuing from ``state``. Inputs (length n): ``cls``
     class, ``queue`` (-1 for none), ``deps`` bits, ``dur`` (cycles, or beats for a MATMUL), ``ii`` and ``lat``
@@ -106,14 +106,18 @@ def schedule(cls, queue, deps, dur, ii, lat, fence, start, done, last_issue, pus
             tn = e
         elif c == MATMUL:
             t = max(t, comp_done if fence[x] else issue_free)
+            # fed (stream engines): `t` is the set-up cycle; beat b's operands are read in cycles t + 1 + b·ii …
+            # + ii - 1, registered into the assembly registers as they arrive, handed to the engine the cycle
+            # after, and the result comes `lat` cycles after the last beat (docs/isa.md §4.2; hw.accel's feeder)
+            f = feed[x]
             li = t + (dur[x] - 1) * ii[x]
-            dd = li + lat[x]
-            issue_free = li + ii[x]
+            dd = li + f * (ii[x] + 2) + lat[x]
+            issue_free = li + ii[x]        # the next MATMUL's set-up overlaps this one's last read
             e = dd + 1
             comp_done = max(comp_done, e)
             last_issue[i] = li
             summary[2 + COMPUTE_Q] += dur[x] * ii[x]
-            tp = li + 1                    # the buffer slot it read is free again
+            tp = li + 1 + f * ii[x]        # every operand read: the buffer slot it read is free again
             tn = e                         # its results are written
         elif c == SERIAL:
             t = max(t, comp_done)
