@@ -78,25 +78,27 @@ class MatmulUnit(wiring.Component):
 
         # -- the latched MATMUL -------------------------------------------------------------------------------------
         busy = Signal()
-        eng, wsel = Signal(8), Signal()              # wsel: weights from kv
-        m_, k_, n_ = Signal(16), Signal(32), Signal(16)
+        eng, wsel = Signal(8, name="eng"), Signal(name="wsel")     # wsel: weights from kv
+        m_, k_, n_ = Signal(16, name="mm_m"), Signal(32, name="mm_k"), Signal(16, name="mm_n")
         w_rb, w_cur, a_t, a_cur, a_base, r_base = (Signal(28, name=x) for x in
                                                    ("w_rb", "w_cur", "a_t", "a_cur", "a_base", "r_base"))
-        astride = Signal(32)
-        rb, t, c, j = Signal(16), Signal(16), Signal(32), Signal(8)
-        kc, rbr = Signal(32), Signal(17)             # c·lanes, rb·rows
-        pp_flag, pn_flag = Signal(), Signal()
+        astride = Signal(32, name="astride")
+        rb, t, c, j = Signal(16, name="rb"), Signal(16, name="tok"), Signal(32, name="chunk"), Signal(8, name="j")
+        kc, rbr = Signal(32, name="kc"), Signal(17, name="rbr")     # c·lanes, rb·rows
+        pp_flag, pn_flag = Signal(name="pp_flag"), Signal(name="pn_flag")
         seq_head, seq_tail = Signal(range(INFLIGHT)), Signal(range(INFLIGHT))   # next to complete / next to issue
         seq_cur = Signal(range(INFLIGHT))            # the latched MATMUL's sequence number
-        # per-engine constants of the latched engine
+        # per-engine constants of the latched engine, registered at set-up (a combinational case on the latched
+        # engine number would start as X in an event-driven simulator: nothing changes to evaluate it)
         lanes, rows, abytes, wbytes, ii, words = (Signal(32, name=f"sel_{x}") for x in
                                                   ("lanes", "rows", "abytes", "wbytes", "ii", "words"))
-        with m.Switch(eng):
-            for e in fed:
-                with m.Case(e.index):
-                    m.d.comb += [lanes.eq(e.params.lanes), rows.eq(e.params.rows), abytes.eq(e.act_bytes),
-                                 wbytes.eq(e.image_bytes), words.eq(e.words),
-                                 ii.eq(Mux(wsel, e.ii(design, 2), e.ii(design, 0)))]
+        with m.If(self.start):
+            with m.Switch(self.engine):
+                for e in fed:
+                    with m.Case(e.index):
+                        m.d.sync += [lanes.eq(e.params.lanes), rows.eq(e.params.rows), abytes.eq(e.act_bytes),
+                                     wbytes.eq(e.image_bytes), words.eq(e.words),
+                                     ii.eq(Mux(self.w_buf == 2, e.ii(design, 2), e.ii(design, 0)))]
 
         last_read = busy & (j == ii - 1)
         last_chunk = kc + lanes >= k_

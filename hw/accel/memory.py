@@ -14,7 +14,10 @@ from amaranth.lib.wiring import In, Out
 
 from .ram import RamShape, ShiftShape, ram_module, shift_module
 
-__all__ = ["RunWrite", "RunRead", "LineMemory"]
+__all__ = ["RunWrite", "RunRead", "LineMemory", "SLICE_BYTES"]
+
+#: Bytes of a line one RAM instance keeps (wider lines are several instances side by side).
+SLICE_BYTES = 512
 
 
 def _bits(n: int) -> int:
@@ -58,6 +61,10 @@ class LineMemory(wiring.Component):
         self.writers, self.readers = writers, readers
         #: the RAM module the even and the odd lines are kept in (``"sync"``: see :mod:`hw.accel.ram`)
         self.ram = RamShape(8 * line_bytes, self.half, writers + 1, readers + 1) if read_domain == "sync" else None
+        # a line wider than SLICE_BYTES is kept in several RAMs side by side (same addresses, a slice of the bytes
+        # each): Amaranth bounds an instance's outputs at 65,536 bits, and a 4 KiB line read on four ports is more
+        self.slices = [] if self.ram is None else [
+            (lo, min(line_bytes, lo + SLICE_BYTES)) for lo in range(0, line_bytes, SLICE_BYTES)]
         amount = max(1, (line_bytes - 1).bit_length())
         self._shl = ShiftShape(lanes, 2 * line_bytes, amount, True)
         self._shr = ShiftShape(2 * line_bytes, lanes, amount, False)
@@ -67,9 +74,13 @@ class LineMemory(wiring.Component):
     def verilog_modules(self) -> dict[str, str]:
         """The Verilog modules this memory instantiates, by name (:mod:`hw.accel.ram`)."""
         mods = {s.name: shift_module(s) for s in (self._shl, self._shr)}
-        if self.ram is not None:
-            mods[self.ram.name] = ram_module(self.ram)
+        for shape in self._slice_shapes():
+            mods[shape.name] = ram_module(shape)
         return mods
+
+    def _slice_shapes(self) -> list:
+        return [RamShape(8 * (hi - lo), self.ram.depth, self.ram.writers, self.ram.readers)
+                for lo, hi in self.slices]
 
     def _shift(self, m, shape: ShiftShape, x, amount, name: str):
         y = Signal(8 * shape.out_bytes, name=name)
@@ -93,18 +104,21 @@ class LineMemory(wiring.Component):
         else:
             a = self.ram.addr_bits
             for parity in (0, 1):
-                conns = {"i_clk": ClockSignal()}
                 for i in range(self.ram.writers):
                     en, addr, dat = Signal(L, name=f"m{parity}_w{i}_en"), Signal(a, name=f"m{parity}_w{i}_addr"), \
                         Signal(8 * L, name=f"m{parity}_w{i}_data")
-                    conns.update({f"i_w{i}_en": en, f"i_w{i}_addr": addr, f"i_w{i}_data": dat})
                     wports[parity].append((en, addr, dat))
                 for i in range(self.ram.readers):
                     en, addr, dat = Signal(name=f"m{parity}_r{i}_en"), Signal(a, name=f"m{parity}_r{i}_addr"), \
                         Signal(8 * L, name=f"m{parity}_r{i}_data")
-                    conns.update({f"i_r{i}_en": en, f"i_r{i}_addr": addr, f"o_r{i}_data": dat})
                     rports[parity].append((en, addr, dat))
-                m.submodules[("even", "odd")[parity]] = Instance(self.ram.name, **conns)
+                for n, ((lo, hi), shape) in enumerate(zip(self.slices, self._slice_shapes())):
+                    conns = {"i_clk": ClockSignal()}
+                    for i, (en, addr, dat) in enumerate(wports[parity]):
+                        conns.update({f"i_w{i}_en": en[lo:hi], f"i_w{i}_addr": addr, f"i_w{i}_data": dat[8 * lo:8 * hi]})
+                    for i, (en, addr, dat) in enumerate(rports[parity]):
+                        conns.update({f"i_r{i}_en": en, f"i_r{i}_addr": addr, f"o_r{i}_data": dat[8 * lo:8 * hi]})
+                    m.submodules[f"{('even', 'odd')[parity]}{n}"] = Instance(shape.name, **conns)
 
         for i in range(self.writers):
             w = getattr(self, f"w{i}")

@@ -94,11 +94,13 @@ class Mover(wiring.Component):
 
         m.d.comb += self.busy.eq(busy)
 
-        # the pacing of the latched (source, destination)
-        with m.Switch(src << 2 | dst):
-            for (s, d), p in plan.pacing.items():
-                with m.Case(s << 2 | d):
-                    m.d.comb += [q.eq(p.q), r.eq(p.r), den.eq(p.den)]
+        # the pacing of the (source, destination), registered at set-up (a combinational case on the latched pair
+        # would start as X in an event-driven simulator when the first pair equals the registers' initial one)
+        with m.If(self.start):
+            with m.Switch(self.src << 2 | self.dst):
+                for (s, d), p in plan.pacing.items():
+                    with m.Case(s << 2 | d):
+                        m.d.sync += [q.eq(p.q), r.eq(p.r), den.eq(p.den)]
 
         # -- set-up: latch the fields -------------------------------------------------------------------------------
         nothing = (self.rows == 0) | (self.row_bytes == 0)
