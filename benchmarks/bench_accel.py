@@ -62,8 +62,8 @@ def _generate_before(plan, line_memory) -> str:
     top = Top(plan)
     for mem in top.buffer_memories:          # replaced, never elaborated: not a forgotten submodule
         mem._MustUse__silence = True
-    top.buffer_memories = [line_memory(b.size_bytes, b.line_bytes, min(plan.lanes, b.line_bytes), writers=2,
-                                       readers=2) for b in plan.buffers]
+    top.buffer_memories = [line_memory(b.size_bytes, b.line_bytes, b.line_bytes, writers=mem.writers,
+                                       readers=mem.readers) for b, mem in zip(plan.buffers, top.buffer_memories)]
     return verilog.convert(top, name="lowbit_accel", emit_src=False)
 
 
