@@ -204,6 +204,13 @@ def verify(designs: list[str], *, programs: int, seed: int, simulator: str = DEF
     on each design's RTL and on the simulator, and compare every byte and the cycle counts (with ``stall``: a
     randomly stalling DRAM, cycles at least the simulator's)."""
     resolved = [(name, design_for(name)) for name in designs]    # refuse a bad name before any run
+    from hw.units import EngineParams
+    for name, design in resolved:
+        for i, slot in enumerate(design.engines):
+            if not isinstance(slot.params, EngineParams):
+                raise ValueError(f"design {name!r}: engine {i} ({slot.unit}) has no integer reference, so random "
+                                 f"programs cannot be checked on it; verify a design without it (a copy of the "
+                                 f"design file without that [[engines]] table)")
     rows = []
     for name, design in resolved:
         plan = AccelPlan.of(design)

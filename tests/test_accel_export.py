@@ -96,6 +96,7 @@ def test_verify_accelerator_prints_the_table(capsys):
     (["--designs", "random:x"], "random:N needs a non-negative integer seed"),
     (["--designs", ","], "--designs: give at least one design"),
     (["--designs", "random:1,nowhere"], "unknown design 'nowhere'"),
+    (["--designs", "ternary"], "design 'ternary': engine 2 (fp-mac) has no integer reference"),
 ])
 def test_verify_accelerator_refuses_bad_input(capsys, argv, message):
     assert main(["verify", "accelerator", *argv]) == 2
