@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import module_from_git  # noqa: E402
 from hw.accel.export import generate  # noqa: E402
 from hw.accel.plan import AccelPlan  # noqa: E402
 from hw.accelerator import BUILTIN_DESIGNS, Accelerator, load_design  # noqa: E402
@@ -39,19 +40,8 @@ BEFORE_COMMIT = "a1e43c8"
 
 def _line_memory_before():
     """``LineMemory`` of :data:`BEFORE_COMMIT`, loaded from git as a module of the ``hw.accel`` package, or None."""
-    import importlib.util
-    import subprocess
-
-    try:
-        source = subprocess.run(["git", "show", f"{BEFORE_COMMIT}:hw/accel/memory.py"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    spec = importlib.util.spec_from_loader("hw.accel._memory_before", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "hw.accel"
-    exec(compile(source, f"{BEFORE_COMMIT}:hw/accel/memory.py", "exec"), module.__dict__)
-    return module.LineMemory
+    module = module_from_git(BEFORE_COMMIT, "hw/accel/memory.py", "hw.accel")
+    return None if module is None else module.LineMemory
 
 
 def _generate_before(plan, line_memory) -> str:

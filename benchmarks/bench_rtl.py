@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import best_of  # noqa: E402
+from benchmarks.timing import best_of, module_from_git  # noqa: E402
 from hw.contract import Traffic  # noqa: E402
 from hw.params import TernaryMacParams  # noqa: E402
 from rtl_tests.vectors import CASES, build_problem  # noqa: E402
@@ -43,18 +43,8 @@ BEFORE_COMMIT = "b74b4b2"
 def _engines_before():
     """The engine classes of :data:`BEFORE_COMMIT`, loaded from git beside the current ``hw`` package (they use its
     parameter classes and helpers, which the change left compatible), or None without git history."""
-    import importlib.util
-
-    try:
-        source = subprocess.run(["git", "show", f"{BEFORE_COMMIT}:hw/engine.py"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    spec = importlib.util.spec_from_loader("hw._engine_before", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "hw"
-    exec(compile(source, f"{BEFORE_COMMIT}:hw/engine.py", "exec"), module.__dict__)
-    return module.ENGINES
+    module = module_from_git(BEFORE_COMMIT, "hw/engine.py", "hw")
+    return None if module is None else module.ENGINES
 
 
 def _generate_before(engines, p):

@@ -206,6 +206,11 @@ class EngineSlot:
     def macs_per_cycle(self) -> int:
         return self.params.macs_per_cycle * self.count
 
+    @property
+    def stream_params(self) -> UnitParams:
+        """The unit as the ``count`` engines in lockstep act: one unit ``rows × count`` rows wide."""
+        return replace(self.params, rows=self.params.rows * self.count) if self.count > 1 else self.params
+
 
 @dataclass(frozen=True)
 class MappingPolicy:
@@ -343,6 +348,15 @@ class Accelerator:
         rates = [self.dram_rate] if src is None or dst is None else []
         rates += [Fraction(self.buffers[BUFFER_ROLES[b]].line_bits, 8) for b in (src, dst) if b is not None]
         return min(rates + [Fraction(self.dma.bytes_per_cycle)])
+
+    def beat_ii(self, engine: int, w_buffer: int) -> int:
+        """Cycles between a stream engine's beats in a ``MATMUL`` (docs/isa.md §4.2, the one place this formula
+        lives): what a beat reads (:meth:`UnitParams.beat_read_bits`) over the activations buffer's and the weight
+        source's (``w_buffer``, an index of :data:`BUFFER_ROLES`) bits per cycle, at least 1."""
+        slot = self.engines[engine]
+        act_bits, weight_bits = slot.params.beat_read_bits(slot.count)
+        w_src = self.buffers[BUFFER_ROLES[w_buffer]]
+        return max(1, -(-act_bits // self.activation_buffer.bits_per_cycle), -(-weight_bits // w_src.bits_per_cycle))
 
     def transfer_cycles(self, rows: int, row_bytes: int, src: int | None, dst: int | None) -> int:
         """Cycles of one ``LOAD``/``STORE`` (docs/isa.md §4.1, the one place this formula lives): a cycle to set

@@ -27,7 +27,6 @@ Every refusal is an :class:`InterpretError` naming the instruction index, its op
 """
 
 import math
-from dataclasses import replace
 
 import numpy as np
 
@@ -84,15 +83,13 @@ def engine_params(design: Accelerator, engine: int) -> EngineParams:
     p = slot.params
     if not isinstance(p, EngineParams):
         raise ValueError(f"no integer reference for engine {engine} ({slot.unit})")
-    return replace(p, rows=p.rows * slot.count) if slot.count > 1 else p
+    return slot.stream_params
 
 
 def act_format(p: EngineParams) -> str:
-    """The memory format of an engine's activations (docs/isa.md §2): B1 for XNOR-popcount and BAMM, else the
-    narrowest of I8/I16/I32 holding ``act_bits``."""
-    if p.kind in (UnitKind.XNOR_POPCOUNT, UnitKind.BAMM):
-        return "B1"
-    return "I8" if p.act_bits <= 8 else "I16" if p.act_bits <= 16 else "I32"
+    """The memory format of an engine's activations (docs/isa.md §2): the unit's own (``p.act_format``: B1 for
+    XNOR-popcount and BAMM, else the narrowest of I8/I16/I32 holding ``act_bits``)."""
+    return p.act_format
 
 
 def matmul_fields(p: EngineParams, weights, acts, extra=None) -> dict[str, np.ndarray]:

@@ -17,15 +17,14 @@ checked against.
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
 from hw.accelerator import Accelerator
 from isa.program import Program, split_address
-from hw.units import EngineParams
-from isa.spec import BUFFERS, FORMAT_BITS, HOST_FUNCTIONS, POST_FUNCTIONS
+from isa.spec import BUFFERS, HOST_FUNCTIONS, POST_FUNCTIONS
 from isa.validate import EngineShape, MachineShape
 
 from .dataops import engine_params, execute_post, execute_transfer
@@ -74,10 +73,9 @@ def host_cycles(fn: str, rows: int, cols: int, lanes: int) -> int:
 
 
 def act_format(params) -> str:
-    """The memory format of an engine's activation operand (docs/isa.md §2): B1 for one-bit activations, else the
-    narrowest of I8/I16/I32 that holds ``act_bits``."""
-    bits = params.act_bits
-    return "B1" if bits == 1 else "I8" if bits <= 8 else "I16" if bits <= 16 else "I32"
+    """The memory format of an engine's activation operand (docs/isa.md §2): the unit's own
+    (:attr:`hw.units.base.UnitParams.act_format`)."""
+    return params.act_format
 
 
 def machine_shape(design: Accelerator) -> MachineShape:
@@ -96,7 +94,7 @@ def machine_shape(design: Accelerator) -> MachineShape:
             beat = -(-(p.rows * p.cols * p.weight_bits) // 8)
             words, max_k = 1, 1 << 30
         if hasattr(p, "weight_beat_bytes") and slot.count > 1:
-            beat = replace(p, rows=p.rows * slot.count).weight_beat_bytes
+            beat = slot.stream_params.weight_beat_bytes
         engines.append(EngineShape(p.kind.value, lanes, rows_total, beat, act_format(p), p.act_bits, words, max_k))
     return MachineShape({name: spec.size_bytes for name, spec in design.buffers.items()}, tuple(engines),
                         design.post.lanes, design.vector.lanes)
@@ -142,15 +140,8 @@ def _matmul_shape(design: Accelerator, engine: int, m: int, k: int, n: int, w_bu
     if p.timing != "stream":
         run = _systolic(p, m, k, n)
         return run.cycles, 1, run.drain_tail
-    rows_total = p.rows * slot.count
     beats = p.row_blocks(n, slot.count) * m * p.k_chunks(k)
-    w_src = design.buffers[_BUFFER_NAMES[w_buffer]]
-    if isinstance(p, EngineParams):       # what a beat reads: its activations as stored, its weight-tile beat image
-        act_bits = FORMAT_BITS[act_format(p)] * p.lanes
-        weight_bits = 8 * (replace(p, rows=rows_total) if slot.count > 1 else p).weight_beat_bytes
-    else:
-        act_bits, weight_bits = p.lanes * p.act_bits, rows_total * p.lanes * p.weight_bits
-    ii = max(1, -(-act_bits // design.activation_buffer.bits_per_cycle), -(-weight_bits // w_src.bits_per_cycle))
+    ii = design.beat_ii(engine, w_buffer)
     return beats, ii, p.latency
 
 

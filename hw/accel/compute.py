@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from hw.engine import ENGINES
 from hw.rtl import unpack
 
-from .memory import RunRead, RunWrite, _bits
+from .memory import RunRead, RunWrite
 from .plan import AccelPlan
 
 __all__ = ["MatmulUnit"]
@@ -45,6 +45,12 @@ class MatmulUnit(wiring.Component):
     engine (activations)."""
 
     def __init__(self, plan: AccelPlan, addr_bits: dict):
+        # a MATMUL leaves the feeder at least a cycle after the one before, and its last result comes latency + 2
+        # cycles after its last read: at most latency + 3 are in flight
+        deepest = max((e.params.latency for e in plan.fed), default=0)
+        if deepest + 4 > INFLIGHT:
+            raise ValueError(f"an engine latency of {deepest} cycles leaves more MATMULs in flight than the {INFLIGHT} "
+                             f"the MATMUL unit tracks")
         self.plan = plan
         d = plan.design
         self.fed = plan.fed
@@ -206,7 +212,6 @@ class MatmulUnit(wiring.Component):
             engine = ENGINES[p.kind](p)
             m.submodules[f"engine{e.index}"] = engine
             layout = p.operand_layout
-            fields = {f.name: f for f in layout.fields}
             parts = []
             for f in layout.fields:
                 if f.role == "activation":
@@ -242,7 +247,6 @@ class MatmulUnit(wiring.Component):
             m.d.comb += payload[first + wbits:].eq(rest)
             m.d.comb += [engine.operand.payload.eq(payload), engine.operand.valid.eq(h_valid & (h_eng == e.index)),
                          engine.result.ready.eq(1)]
-            del fields
 
             # where each result goes: (address, rows, final-of-its-MATMUL, sequence), queued at the last beat
             depth = p.latency + 4

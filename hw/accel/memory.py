@@ -8,7 +8,7 @@ the line after. Reads are the same in reverse. Each :class:`RunPort` is one such
 read and write it: on-chip copies) and a line-wide debug port for the host.
 """
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 

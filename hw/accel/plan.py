@@ -81,25 +81,21 @@ class EnginePlan:
         return self.params.rows * self.words * 4
 
     def ii(self, design: Accelerator, w_buffer: int) -> int:
-        """Cycles between beats (docs/isa.md §4.2): the activation and weight reads at the buffers' port widths."""
-        act = design.buffers["activations"].bits_per_cycle
-        w = design.buffers[BUFFER_ROLES[w_buffer]].bits_per_cycle
-        return max(1, -(-8 * self.act_bytes // act), -(-8 * self.image_bytes // w))
+        """Cycles between beats: :meth:`Accelerator.beat_ii`, the formula the simulator times."""
+        return design.beat_ii(self.index, w_buffer)
 
 
 def _engine_plan(design: Accelerator, index: int) -> EnginePlan:
     from hw.units import EngineParams
-    from isa.spec import FORMAT_BITS
-    from sim.interpret import act_format
 
     slot = design.engines[index]
     p = slot.params
     if not isinstance(p, EngineParams):
         return EnginePlan(index, slot.unit, p, f"{slot.unit} has no generator (no integer stream engine)")
-    wide = replace(p, rows=p.rows * slot.count) if slot.count > 1 else p
+    wide = slot.stream_params
     if wide.reduction_block:
         return EnginePlan(index, slot.unit, wide, f"{slot.unit} in BiLLM mode (per-block results) is not fed yet")
-    mem_bits = FORMAT_BITS[act_format(wide)]
+    mem_bits = wide.act_mem_bits
     if wide.lanes * mem_bits % 8:
         return EnginePlan(index, slot.unit, wide, f"engines[{slot.unit}].lanes = {wide.lanes}: a beat's "
                           f"{mem_bits}-bit activations are not whole bytes")

@@ -109,6 +109,18 @@ class UnitParams:
         raise NotImplementedError
 
     @property
+    def act_format(self) -> str:
+        """The memory format of the activation operand (docs/isa.md §2): ``B1`` for one-bit activations, else the
+        narrowest of ``I8``/``I16``/``I32`` that holds :attr:`act_bits`."""
+        bits = self.act_bits
+        return "B1" if bits == 1 else "I8" if bits <= 8 else "I16" if bits <= 16 else "I32"
+
+    @property
+    def act_mem_bits(self) -> int:
+        """Bits one activation element takes in memory (:attr:`act_format`)."""
+        return {"B1": 1, "I8": 8, "I16": 16, "I32": 32}[self.act_format]
+
+    @property
     def weight_bits(self) -> int:
         """Bits of the weight side a beat carries per row and lane."""
         raise NotImplementedError
@@ -150,6 +162,12 @@ class StreamUnit(UnitParams):
     lanes: int
     rows: int
     latency: int
+
+    def beat_read_bits(self, count: int = 1) -> tuple[int, int]:
+        """Bits read from the buffers for one beat of ``count`` units in lockstep: activations, weights (the payload
+        bits; the integer stream engines read their stored activations and their weight-tile beat image,
+        :meth:`hw.units.stream.EngineParams.beat_read_bits`)."""
+        return self.lanes * self.act_bits, self.rows * count * self.lanes * self.weight_bits
 
     def beats_per_reduction(self, k: int) -> int:
         """Beats of one reduction over ``k`` elements."""

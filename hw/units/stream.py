@@ -7,7 +7,7 @@ until a beat flagged ``last``, and a result beat leaves with the finished values
 """
 
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from math import prod
 
@@ -320,6 +320,13 @@ class EngineParams(StreamUnit):
     def weight_beat_bytes(self) -> int:
         """Bytes of one beat image of :meth:`weight_image` (the weight side padded to whole bytes)."""
         return self.weight_beat_layout.nbytes
+
+    def beat_read_bits(self, count: int = 1) -> tuple[int, int]:
+        """Bits the accelerator reads from its buffers for one beat of ``count`` engines in lockstep: the
+        activations as stored (``lanes`` elements of :attr:`act_format`) and the weight-tile beat image (docs/isa.md
+        §4.2, whose ``ii`` divides them by the buffers' bits per cycle)."""
+        wide = replace(self, rows=self.rows * count) if count > 1 else self
+        return self.lanes * self.act_mem_bits, 8 * wide.weight_beat_bytes
 
     def weight_image(self, weights, extra=None) -> np.ndarray:
         """The weights in the engine's weight-tile format (docs/isa.md §2 "Engine weight tiles"): for each row
