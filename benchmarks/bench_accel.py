@@ -9,7 +9,9 @@ Prints:
   ``LOWBIT_CACHE``, and of Icarus;
 * simulation speed: the same long data-moving program (tens of thousands of cycles) on Verilator and on Icarus,
   in simulated cycles per second of the run phase (``run`` to ``finished``; the simulator runs freely), against
-  the Python simulator's stepped execution of the same program in this process (its baseline), with the ratios.
+  the Python simulator's stepped execution of the same program in this process (its baseline), with the ratios;
+  then two whole blocks (BitNet b1.58's FFN, BiBERT's attention: MATMULs and POSTs) on Verilator against the
+  Python simulator.
 """
 
 import argparse
@@ -138,12 +140,36 @@ def speed(rounds: int) -> None:
           f"{rates['verilator'] / (ref.cycles / py_s):.2f}x")
 
 
+def block_speed(shape: str, design: str) -> None:
+    """A whole block (``rtl_tests.accel``: a models.intpath path compiled by sim.blocks) on the RTL: its run phase in
+    cycles/s against the Python simulator's stepped execution of the same program (the baseline, this process)."""
+    from rtl_tests.accel import compile_pairs
+
+    [(_, _, d, path, bp)] = compile_pairs([(shape, design)])
+    mem = bp.memories()
+    t = time.perf_counter()
+    ref = sim_run(bp.program, d, mem, stepped=True)
+    py_s = time.perf_counter() - t
+    batch = run_programs(d, [(bp.program, mem)])
+    got = batch.runs[0]
+    same = got.cycles == ref.cycles and np.array_equal(got.memories.dram, ref.memories.dram)
+    rate = batch.program_cycles / batch.run_seconds
+    print(f"\nblock {shape} on {design}: {len(bp.program)} instructions "
+          f"({len(bp.program.indices('POST'))} POSTs), {ref.cycles:,} cycles; build {batch.build_seconds:.1f} s"
+          f"{' (cached)' if batch.cached else ''}")
+    print(f"  Verilator run phase {batch.run_seconds:7.3f} s = {rate:12,.0f} cycles/s; Python simulator (stepped) "
+          f"{py_s:7.3f} s = {ref.cycles / py_s:12,.0f} cycles/s: {rate / (ref.cycles / py_s):.2f}x; equal: {same}",
+          flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("PYTHONWARNINGS", "error::DeprecationWarning")
     speed(rounds=4 if args.quick else 12)
+    block_speed("bitnet-ffn:16x128x512", "ternary")
+    block_speed("bibert-attn:16x128x2", "xnor@pos")
     generation(("ternary", "xnor") if args.quick else BUILTIN_DESIGNS, "ternary")
 
 

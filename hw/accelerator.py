@@ -39,7 +39,7 @@ File format (TOML shown; YAML and JSON have the same keys)::
     bytes_per_cycle = 128         # at most this many bytes a cycle; default: the DRAM's rate rounded up to a power
                                   # of two (at least 8, at most the widest buffer line)
     [post]                        # optional: the integer post-processing unit (docs/isa.md)
-    lanes = 16                    # elements per cycle; default: the vector unit's lanes
+    lanes = 1                     # element lanes; default 1, the element-serial unit hw.accel generates
     latency = 2                   # cycles; default 2
     [mapping]                     # optional: the default mapping policy of runs on this design
     loop_order = "weights-outer"  # or "tokens-outer"
@@ -154,11 +154,17 @@ class VectorUnitSpec:
         _choice("vector.fp_bits", self.fp_bits, (16, 32))
 
 
+#: Steps of the post unit's divider (``quantize``): one quotient bit a cycle, 32 bits (a code's magnitude is at most
+#: ``qmax < 2^31``, so a quotient of 2^32 or more only says "clamp").
+POST_DIVIDE_STEPS = 32
+
+
 @dataclass(frozen=True)
 class PostUnitSpec:
     """The integer post-processing unit (requantize, rescale, thresholds, residual adds: docs/isa.md ``POST``):
-    ``lanes`` elements per cycle (None: the vector unit's, resolved by :class:`Accelerator`), a pipeline of
-    ``latency`` cycles."""
+    ``lanes`` element lanes (None: 1, the element-serial unit ``hw.accel`` generates; more lanes are modelled —
+    each slot reads the lanes' operands as one run — but not generated), a write pipeline of ``latency`` cycles.
+    Its timing is :meth:`cycles`, the one formula the simulator and the RTL share (docs/isa.md §4)."""
 
     lanes: int | None = None
     latency: int = 2
@@ -167,6 +173,52 @@ class PostUnitSpec:
         if self.lanes is not None:
             _int_field("post.lanes", self.lanes, 1, 65536)
         _int_field("post.latency", self.latency, 0, POST_MAX_LATENCY)
+
+    @staticmethod
+    def slots(fn: str, words: int = 1, blocks: int = 1) -> int:
+        """Cycles the unit spends on one element (a group of ``lanes``) of POST function ``fn``: one slot per
+        operand it reads from a buffer (one read port, one read a cycle), the divider's steps for ``quantize``:
+
+        * ``combine``: a record word and its coefficient per (block, word), then the bias — ``2·blocks·words + 1``;
+          ``combine_rows`` reads the row multiplier too — ``+ 2``;
+        * ``threshold`` (the word, the threshold), ``add`` and ``mul`` (x, y), ``silu`` (x, then the table entry
+          it selects): 2; ``quantize``: x, the row's absmax, a cycle to form ``|x|·qmax``, then
+          :data:`POST_DIVIDE_STEPS` — 35;
+        * ``compare``, ``absmax``, ``requant``, ``relu``, ``relu2``, ``pack``: 1.
+        """
+        if fn in ("combine", "combine_rows"):
+            return 2 * max(1, blocks) * words + (1 if fn == "combine" else 2)
+        if fn in ("threshold", "add", "mul", "silu"):
+            return 2
+        if fn == "quantize":
+            return 3 + POST_DIVIDE_STEPS
+        return 1
+
+    @classmethod
+    def slot_table(cls) -> dict[str, str]:
+        """:meth:`slots` of every POST function as text (the manifest's and the docs' table): a number, or for the
+        combines ``2·blocks·words + c``."""
+        from isa.spec import POST_FUNCTIONS
+        out = {}
+        for fn in POST_FUNCTIONS:
+            one, two = cls.slots(fn, 1, 1), cls.slots(fn, 2, 1)
+            out[fn] = str(one) if one == two else f"{two - one}·blocks·words + {2 * one - two}"
+        return out
+
+    def cycles(self, fn: str, rows: int, cols: int, words: int = 1, blocks: int = 1, *,
+               elements: int | None = None) -> int:
+        """Cycles of a POST: a set-up cycle, ``slots`` for each group of ``lanes`` elements of each row (an
+        operand read in a slot is there the slot after, so the last element completes one cycle after its last
+        slot), then ``latency`` cycles before its last write — ``2 + rows·ceil(cols/lanes)·slots + latency``; with
+        more than one lane, ``absmax`` adds a ``ceil(log2 lanes)``-cycle reduction per row. ``elements`` replaces
+        ``rows·ceil(cols/lanes)`` where the output is not the source's shape (``pack``: the weight tile's elements,
+        padding included — :meth:`Accelerator.post_cycles`)."""
+        lanes = self.lanes or 1
+        groups = rows * -(-cols // lanes) if elements is None else elements
+        n = 2 + groups * self.slots(fn, words, blocks) + self.latency
+        if fn == "absmax" and lanes > 1:
+            n += rows * (lanes - 1).bit_length()
+        return n
 
 
 @dataclass(frozen=True)
@@ -275,7 +327,7 @@ class Accelerator:
     """A whole accelerator's structure (see the module docstring for the file format).
 
     ``buffers`` maps each role of :data:`BUFFER_ROLES` to its :class:`BufferSpec`, in that order; ``post`` is the
-    post-processing unit (its lanes default to the vector unit's).
+    post-processing unit (one lane by default: the unit the generator builds).
     """
 
     name: str
@@ -306,7 +358,7 @@ class Accelerator:
         object.__setattr__(self, "buffers", MappingProxyType({role: buffers[role] for role in BUFFER_ROLES}))
         post = self.post if self.post is not None else PostUnitSpec()
         if post.lanes is None:
-            post = replace(post, lanes=self.vector.lanes)
+            post = replace(post, lanes=1)
         object.__setattr__(self, "post", post)
         dma = self.dma if self.dma is not None else DmaSpec()
         if dma.bytes_per_cycle is None:
@@ -357,6 +409,39 @@ class Accelerator:
         act_bits, weight_bits = slot.params.beat_read_bits(slot.count)
         w_src = self.buffers[BUFFER_ROLES[w_buffer]]
         return max(1, -(-act_bits // self.activation_buffer.bits_per_cycle), -(-weight_bits // w_src.bits_per_cycle))
+
+    def result_write_cycles(self, engine: int, rows: int | None = None) -> int:
+        """Cycles the activations buffer takes to write one result of a stream engine — ``rows`` (default: all of
+        the slot's ``rows × count``) × its result words × 4 bytes of I32 records, a line a cycle (docs/isa.md §4.2,
+        the one place this formula lives)."""
+        p = self.engines[engine].stream_params
+        words = getattr(p, "result_words", 1)
+        line = self.activation_buffer.line_bits // 8
+        return max(1, -(-(p.rows if rows is None else rows) * words * 4 // line))
+
+    def matmul_ii(self, engine: int, k: int, w_buffer: int) -> int:
+        """Cycles between a stream engine's beats in a ``MATMUL`` with reduction ``k`` (docs/isa.md §4.2):
+        :meth:`beat_ii`, stretched when the results come faster than the activations buffer can write them — one
+        result per row block and token every ``k_chunks(k)`` beats, each :meth:`result_write_cycles` long — so a
+        result is written before the next arrives."""
+        p = self.engines[engine].stream_params
+        per = p.k_chunks(k) if hasattr(p, "k_chunks") else 1
+        return max(self.beat_ii(engine, w_buffer), -(-self.result_write_cycles(engine) // per))
+
+    def post_cycles(self, fn: str, rows: int, cols: int, words: int = 1, opts: int = 0) -> int:
+        """Cycles of one ``POST`` (docs/isa.md §4): :meth:`PostUnitSpec.cycles`, with ``blocks`` from a combine's
+        options, and for ``pack`` one slot per element of the engine's weight tile — its output rows and reduction
+        (``rows × cols``, or ``cols × rows`` transposed) padded to whole row blocks and lane chunks, a lane each."""
+        blocks = max(1, opts & 0xFFFF) if fn in ("combine", "combine_rows") else 1
+        if fn != "pack":
+            return self.post.cycles(fn, rows, cols, words, blocks)
+        engine, transpose = opts & 0xFF, (opts >> 8) & 1
+        if engine >= len(self.engines):
+            return self.post.cycles(fn, rows, cols)
+        p = self.engines[engine].stream_params
+        out_rows, red = (cols, rows) if transpose else (rows, cols)
+        elements = p.row_blocks(out_rows) * p.rows * p.beats_per_reduction(red) * p.lanes
+        return self.post.cycles(fn, rows, cols, elements=-(-elements // (self.post.lanes or 1)))
 
     def transfer_cycles(self, rows: int, row_bytes: int, src: int | None, dst: int | None) -> int:
         """Cycles of one ``LOAD``/``STORE`` (docs/isa.md §4.1, the one place this formula lives): a cycle to set

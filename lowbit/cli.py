@@ -174,24 +174,83 @@ def _verilog_accelerator(args) -> int:
 # -- lowbit verify accelerator -----------------------------------------------------------------------------
 
 def _cmd_verify_accelerator(args) -> int:
-    """Random programs (data movement, MATMULs) on each design's RTL and on the simulator: a table, exit 1 on any
-    difference."""
+    """The accelerator RTL against the simulator and ``models``: whole blocks (``--shapes``, the default) or random
+    programs (``--programs``); a table, exit 1 on any difference."""
+    check_simulator(args.simulator)
+    if args.programs is not None or args.stall:
+        if args.shapes:
+            raise UsageError("--shapes runs blocks; --programs and --stall run random programs: give one or the other")
+        return _verify_random_programs(args)
+    return _verify_shapes(args)
+
+
+def _split(text: str | None, what: str) -> list[str]:
+    items = [x.strip() for x in (text or "").split(",") if x.strip()]
+    if text is not None and not items:
+        raise UsageError(f"{what}: give at least one {what.lstrip('-').rstrip('s')}")
+    return items
+
+
+def _verify_shapes(args) -> int:
+    from rtl_tests.accel import (BLOCK_DESIGNS, DEFAULT_SHAPES, compile_pairs, design_for_variant, parse_shape,
+                                 verify_shapes)
+
+    shapes, designs = _split(args.shapes, "--shapes"), _split(args.designs, "--designs")
+    try:
+        for sh in shapes:
+            parse_shape(sh)
+        for d in designs:
+            design_for_variant(d)
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    if not shapes and not designs:
+        pairs = list(DEFAULT_SHAPES)
+    elif not designs:
+        pairs = [(sh, BLOCK_DESIGNS[parse_shape(sh).block]) for sh in shapes]
+    else:
+        pairs = [(sh, d) for sh in (shapes or list(dict.fromkeys(s for s, _ in DEFAULT_SHAPES))) for d in designs]
+    # every pair must compile and every design build before any RTL run; a pair whose design lacks the block's
+    # engine is skipped when the user crossed lists, refused when they named it alone
+    runnable = []
+    for pair in pairs:
+        try:
+            compile_pairs([pair], seed=args.seed)
+        except (ValueError, OSError) as exc:
+            if len(pairs) == 1 or (shapes and not designs):
+                raise UsageError(str(exc)) from None
+            _note(f"skipped: {exc}")
+            continue
+        runnable.append(pair)
+    if not runnable:
+        raise UsageError("no shape runs on any of the designs given (each was skipped above)")
+    rows = verify_shapes(runnable, seed=args.seed, simulator=args.simulator, log=_note)
+    print("| shape | design | instructions | sim cycles | RTL cycles | cycles equal | output = models/ | "
+          "bytes = sim |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        yes = {True: "yes", False: "**no**"}
+        print(f"| {r.shape} | {r.design} | {r.instructions} | {r.sim_cycles:,} | {r.rtl_cycles:,} | "
+              f"{yes[r.sim_cycles == r.rtl_cycles]} | {yes[r.outputs_equal]} | {yes[r.bytes_equal]} |")
+    bad = [f"{r.shape} on {r.design}" for r in rows if not r.ok]
+    print(f"{'all equal' if not bad else 'DIFFERENT: ' + '; '.join(bad)} ({len(rows)} blocks, {args.simulator}; "
+          f"seed {args.seed})")
+    return 1 if bad else 0
+
+
+def _verify_random_programs(args) -> int:
     from rtl_tests.accel import design_for, verify
 
-    check_simulator(args.simulator)
-    designs = [d.strip() for d in args.designs.split(",") if d.strip()]
-    if not designs:
-        raise UsageError("--designs: give at least one design (a built-in name, a file, or random:N)")
+    designs = _split(args.designs, "--designs") or ["random:2", "random:5", "random:15", "random:18", "random:19"]
     from hw.accel.plan import AccelPlan
     for d in designs:                      # every design must load and be buildable before any run
         AccelPlan.of(design_for(d))
-    rows = verify(designs, programs=args.programs, seed=args.seed, simulator=args.simulator, stall=args.stall,
+    rows = verify(designs, programs=args.programs or 20, seed=args.seed, simulator=args.simulator, stall=args.stall,
                   log=lambda line: print(line, file=sys.stderr))
     cyc = "RTL ≥ sim" if args.stall else "cycles equal"
-    print(f"| design | programs | instructions | MATMULs | sim cycles | RTL cycles | {cyc} | bytes equal | s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| design | programs | instructions | MATMULs | POSTs | sim cycles | RTL cycles | {cyc} | bytes equal | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.design} | {r.programs} | {r.instructions:,} | {r.matmuls:,} | {r.sim_cycles:,} | "
+        print(f"| {r.design} | {r.programs} | {r.instructions:,} | {r.matmuls:,} | {r.posts:,} | {r.sim_cycles:,} | "
               f"{r.rtl_cycles:,} | {r.cycles_equal}/{r.programs} | {r.bytes_equal}/{r.programs} | "
               f"{r.seconds:.1f} |")
     bad = [r.design for r in rows if not r.ok]
@@ -589,13 +648,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = sub.add_parser("verify", help="check the generated RTL against the simulator")
     vsub = ver.add_subparsers(dest="what", required=True)
-    va = vsub.add_parser("accelerator", help="random programs on each design's accelerator RTL and on the simulator")
-    va.add_argument("--designs", default="random:2,random:5,random:15,random:18,random:19",
-                    help="comma-separated built-in designs, design files or random:N (seeded small random designs; "
-                         "default random:2,random:5,random:15,random:18,random:19: all five stream engines)")
-    va.add_argument("--programs", type=_positive_int, default=20, help="random programs per design (default 20)")
+    va = vsub.add_parser("accelerator", help="blocks (or random programs) on each design's accelerator RTL, against "
+                                             "the simulator and models/")
+    va.add_argument("--shapes", help="comma-separated blocks BLOCK:MxKxN (BLOCK: bibert, ternarybert, bitnet-b1.58, "
+                                     "int8, qbb, billm, bitnet-ffn, bibert-attn); default: the 24 of the docs' table")
+    va.add_argument("--designs", help="comma-separated built-in designs or files, with @ports1, @slow-dram, @pos "
+                                      "variants (e.g. ternary@ports1+slow-dram), or random:N; with --shapes every "
+                                      "shape runs on every design that has its engine")
+    va.add_argument("--programs", type=_positive_int, default=None,
+                    help="random programs per design instead of blocks (designs default to random:2,random:5,"
+                         "random:15,random:18,random:19: all five stream engines)")
     va.add_argument("--seed", type=_non_negative_int, default=0)
-    va.add_argument("--stall", action="store_true", help="a DRAM that refuses requests at random")
+    va.add_argument("--stall", action="store_true", help="random programs on a DRAM that refuses requests at random")
     _simulator_arg(va)
     va.set_defaults(func=_cmd_verify_accelerator)
 

@@ -408,7 +408,8 @@ def absmax(src, aux=None, *, imm=0, shift=0, options=0, out="I32", inp="I32", wo
     """Per-row maximum magnitude, the dynamic per-token scale: ``out[t][0] = sat(max_j |x[t][j]|)`` (shape
     ``[rows, 1]``). A row of zeros gives 0 (defined; :func:`quantize` then writes zero codes, as the float
     quantizers do under their ``1e-5`` floor). ``|−2^31| = 2^31`` saturates to ``2^31 − 1`` in ``I32``.
-    No aux; the reduction adds ``ceil(log2(post_lanes))`` cycles per row (docs/isa.md §4).
+    No aux; with more than one post lane the reduction adds ``ceil(log2(post_lanes))`` cycles per row (docs/isa.md
+    §4).
     """
     _check_options(options)
     _no_aux(aux, "absmax")

@@ -10,7 +10,7 @@ and reads everything back.
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,9 @@ from sim.memory import Memories
 
 from .simulators import DEFAULT_SIMULATOR, build_model, check_simulator, run_test
 
-__all__ = ["AccelRun", "AccelBatch", "VerifyRow", "run_programs", "verify", "design_for", "runnable_programs", "bench_verilog", "BENCH_MODULE",
-           "TOP"]
+__all__ = ["AccelRun", "AccelBatch", "VerifyRow", "run_programs", "verify", "design_for", "runnable_programs",
+           "bench_verilog", "BENCH_MODULE", "TOP", "BLOCKS", "BLOCK_DESIGNS", "VARIANTS", "DEFAULT_SHAPES", "Shape",
+           "ShapeRow", "parse_shape", "block_path", "design_for_variant", "compile_pairs", "verify_shapes"]
 
 BENCH_MODULE = "rtl_tests.cocotb_accel_bench"
 TOP = "accel_bench"
@@ -92,7 +93,10 @@ def run_programs(design, runs: list[tuple[Program, Memories]], *, stall: bool | 
         validate(program, shape)
         plan.check_program(program)
     stalls = list(stall) if isinstance(stall, (list, tuple)) else [bool(stall)] * len(runs)
-    dram_bytes = dram_bytes or max(64, max(mem.dram.size for _, mem in runs))
+    # the DRAM model's size is part of the bench's Verilog: a power of two of at least 64 KiB, so that runs of one
+    # design with different images share one build (the model cache is keyed by the Verilog)
+    need = max(mem.dram.size for _, mem in runs)
+    dram_bytes = dram_bytes or max(1 << 16, 1 << max(0, need - 1).bit_length())
     from .accel_bench import dram_line_bytes
     dline = dram_line_bytes(plan)
     dlines = -(-dram_bytes // dline)
@@ -153,6 +157,7 @@ class VerifyRow:
     programs: int
     instructions: int
     matmuls: int
+    posts: int
     sim_cycles: int
     rtl_cycles: int
     cycles_equal: int
@@ -174,17 +179,20 @@ def design_for(spec: str):
         seed = spec.split(":", 1)[1]
         if not seed.isdigit():
             raise ValueError(f"design {spec!r}: random:N needs a non-negative integer seed N")
-        return random_design(np.random.default_rng(int(seed)), name=spec)
+        d = random_design(np.random.default_rng(int(seed)), name=spec)
+        # one post lane: the post unit the generator builds (random designs draw 1 … 32 for the simulator's sake)
+        return replace(d, post=replace(d.post, lanes=1))
     return load_design(spec)
 
 
 def runnable_programs(rng, design, n: int, plan: AccelPlan | None = None) -> list:
     """``n`` random valid programs (``sim.progen``: data movement and MATMULs) the accelerator of ``design`` runs
     (MATMULs only on the engines it feeds; drawn until ``n`` pass :meth:`AccelPlan.check_program`)."""
-    from sim.progen import DATA_STEPS, MATMUL_STEPS, random_program
+    from sim.progen import DATA_STEPS, MATMUL_STEPS, POST_STEPS, random_program
 
     plan = plan or AccelPlan.of(design)
-    mix = MATMUL_STEPS if plan.fed else DATA_STEPS
+    posts = design.post.lanes == 1                      # the generated post unit has one lane
+    mix = (POST_STEPS if posts else MATMUL_STEPS) if plan.fed else DATA_STEPS + ((("post_nopack", 3),) if posts else ())
     runs = []
     for _ in range(50 * n):
         program, mem = random_program(rng, design, mix=mix)
@@ -228,6 +236,205 @@ def verify(designs: list[str], *, programs: int, seed: int, simulator: str = DEF
             same_bytes += np.array_equal(want.memories.dram, got.memories.dram) and all(
                 np.array_equal(want.memories.buffers[k], got.memories.buffers[k]) for k in want.memories.buffers)
         rows.append(VerifyRow(name, programs, sum(len(p) for p, _ in runs),
-                              sum(len(p.indices("MATMUL")) for p, _ in runs), sim_total, rtl_total,
+                              sum(len(p.indices("MATMUL")) for p, _ in runs),
+                              sum(len(p.indices("POST")) for p, _ in runs), sim_total, rtl_total,
                               int(same_cycles), int(same_bytes), time.perf_counter() - t))
     return rows
+
+
+# -- whole blocks: models.intpath compiled (sim.blocks) and run on the RTL -----------------------------------------
+
+#: Blocks ``lowbit verify accelerator --shapes`` runs: a scheme's linear of ``models.intpath.LINEAR_PATHS`` (``m``
+#: tokens × ``k`` inputs → ``n`` outputs), BitNet b1.58's FFN (``bitnet-ffn``: ``n`` the FFN width) and BiBERT's
+#: attention block (``bibert-attn``: ``k`` the hidden size, ``n`` the heads).
+BLOCKS = ("bibert", "ternarybert", "bitnet-b1.58", "int8", "qbb", "billm", "bitnet-ffn", "bibert-attn")
+
+#: The built-in design each block runs on when no design is named: the one built for its engine.
+BLOCK_DESIGNS = {"bibert": "xnor", "ternarybert": "ternary", "bitnet-b1.58": "ternary", "int8": "int8",
+                 "qbb": "binary-basis", "billm": "billm", "bitnet-ffn": "ternary", "bibert-attn": "xnor@pos"}
+
+#: Design variants (``NAME@variant+variant``): what each changes in the named design.
+VARIANTS = {
+    "ports1": "every buffer one port (port-limited: MATMUL beats take more cycles)",
+    "slow-dram": "DRAM at 1/8 of its bandwidth and 4× its latency",
+    "pos": "every engine's sign of a zero count at +1 (zero_policy pos, as BiBERT's integer path needs)",
+    "small": "every engine at most 4 rows × 32 lanes, every buffer at most 4 banks and 64 KiB (quick to build and "
+             "run: the default test suite's designs)",
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A block and its size (see :data:`BLOCKS`), spelled ``block:MxKxN``."""
+
+    block: str
+    m: int
+    k: int
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.block}:{self.m}x{self.k}x{self.n}"
+
+
+def parse_shape(spec: str) -> Shape:
+    """``block:MxKxN`` → :class:`Shape`, or ValueError naming what is wrong."""
+    block, sep, size = spec.partition(":")
+    if block not in BLOCKS:
+        raise ValueError(f"shape {spec!r}: unknown block {block!r}; known: {', '.join(BLOCKS)}")
+    dims = size.split("x") if sep else []
+    if len(dims) != 3 or not all(d.isdigit() and int(d) > 0 for d in dims):
+        raise ValueError(f"shape {spec!r}: give the size as MxKxN, three positive integers (tokens x inputs x "
+                         f"outputs; bitnet-ffn: x FFN width; bibert-attn: x heads)")
+    m, k, n = (int(d) for d in dims)
+    if block == "bibert-attn" and k % n:
+        raise ValueError(f"shape {spec!r}: the hidden size {k} must split into {n} heads")
+    return Shape(block, m, k, n)
+
+
+def block_path(shape: Shape, seed: int = 0):
+    """The integer-only path (``models.intpath``) of ``shape`` on seeded random weights and inputs."""
+    import torch
+
+    from models import intpath as P
+
+    def rand(*dims, s, scale=1.0):
+        return torch.randn(*dims, generator=torch.Generator().manual_seed(seed * 1000 + s)) * scale
+
+    m, k, n = shape.m, shape.k, shape.n
+    x = rand(m, k, s=1)
+    if shape.block == "bitnet-ffn":
+        return P.bitnet_ffn_block(x, rand(n, k, s=2, scale=0.05), rand(n, k, s=3, scale=0.05),
+                                  rand(k, n, s=4, scale=0.05))
+    if shape.block == "bibert-attn":
+        ws = [rand(k, k, s=10 + i, scale=0.05) for i in range(4)]
+        bs = [rand(k, s=20 + i, scale=0.1) for i in range(4)]
+        return P.bibert_attention_block(x, *ws, bq=bs[0], bk=bs[1], bv=bs[2], bo=bs[3], heads=n)
+    return P.LINEAR_PATHS[shape.block](rand(n, k, s=2, scale=0.05), x, bias=rand(n, s=3, scale=0.1))
+
+
+#: The default table of ``lowbit verify accelerator``: (shape, design) pairs — every block on the design built for
+#: its engine, and on variants that are port-limited, slow on DRAM, or both.
+DEFAULT_SHAPES = (
+    ("ternarybert:16x64x48", "ternary"), ("ternarybert:16x64x48", "ternary@ports1"),
+    ("ternarybert:8x128x64", "ternary@slow-dram"), ("ternarybert:32x384x96", "ternary"),
+    ("bitnet-b1.58:12x64x48", "ternary"), ("bitnet-b1.58:4x256x32", "ternary@ports1"),
+    ("bitnet-b1.58:8x96x40", "ternary@slow-dram"),
+    ("int8:12x64x48", "ternary"), ("int8:12x64x48", "int8"), ("int8:8x96x40", "int8@slow-dram"),
+    ("qbb:12x64x48", "binary-basis"), ("qbb:6x128x32", "binary-basis@slow-dram"),
+    ("qbb:16x192x64", "binary-basis"),
+    ("bibert:12x64x48", "xnor"), ("bibert:8x256x64", "xnor@slow-dram"), ("bibert:16x384x128", "xnor"),
+    ("bitnet-ffn:8x64x160", "ternary"), ("bitnet-ffn:8x64x160", "ternary@slow-dram"),
+    ("bitnet-ffn:6x128x256", "ternary@ports1"),
+    ("bitnet-ffn:16x128x512", "ternary"),
+    ("billm:12x256x48", "billm"), ("billm:8x384x64", "billm@slow-dram"),
+    ("bibert-attn:10x64x4", "xnor@pos"), ("bibert-attn:16x128x2", "xnor@pos+slow-dram"),
+)
+
+
+def design_for_variant(spec: str):
+    """:func:`design_for` with ``@variant+variant`` (:data:`VARIANTS`) applied."""
+    from hw.accelerator import Accelerator
+
+    name, _, variants = spec.partition("@")
+    design = design_for(name)
+    if not variants:
+        return design
+    d = design.to_dict()
+    for v in variants.split("+"):
+        if v == "ports1":
+            for b in d["buffers"].values():
+                b["ports"] = 1
+        elif v == "slow-dram":
+            d["dram"]["bandwidth_gbps"] /= 8
+            d["dram"]["latency_cycles"] *= 4
+        elif v == "small":
+            for e in d["engines"]:
+                e["rows"], e["lanes"] = min(e["rows"], 4), min(e["lanes"], 32)
+                for derived in ("tree_stages", "acc_width"):       # follow from lanes and max_k by default
+                    e.pop(derived, None)
+            for b in d["buffers"].values():
+                # narrow lines and 64 KiB: the bench loads and reads back every line of every buffer per run
+                b["banks"] = min(b["banks"], 4)
+                b["size_bytes"] = min(b["size_bytes"], 1 << 16)
+        elif v == "pos":
+            for e in d["engines"]:
+                if "zero_policy" in e:
+                    e["zero_policy"] = "pos"
+        else:
+            raise ValueError(f"design {spec!r}: unknown variant {v!r}; known: {', '.join(VARIANTS)}")
+    d["name"] = spec
+    return Accelerator.from_dict(d)
+
+
+@dataclass
+class ShapeRow:
+    """One line of the shapes table: a block on a design, the simulator's and the RTL's cycles, whether the RTL's
+    output (and every intermediate stage it leaves in the buffers) equals ``models``' integer path, and whether
+    every byte of DRAM and the buffers equals the simulator's."""
+
+    shape: str
+    design: str
+    instructions: int
+    sim_cycles: int
+    rtl_cycles: int
+    outputs_equal: bool
+    bytes_equal: bool
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.sim_cycles == self.rtl_cycles and self.outputs_equal and self.bytes_equal
+
+
+def compile_pairs(pairs, seed: int = 0) -> list:
+    """Each (shape, design) pair compiled: ``(shape, design spec, design, path, block program)``; refuses (ValueError
+    naming the pair) a shape its design cannot run or the accelerator cannot build — before any RTL run."""
+    from sim.blocks import compile_path
+
+    out = []
+    designs = {}
+    for shape_spec, design_spec in pairs:
+        shape = parse_shape(shape_spec) if isinstance(shape_spec, str) else shape_spec
+        if design_spec not in designs:
+            designs[design_spec] = design_for_variant(design_spec)
+        design = designs[design_spec]
+        path = block_path(shape, seed)
+        try:
+            bp = compile_path(path, design)
+            AccelPlan.of(design, imem_depth=_imem_depth(len(bp.program))).check_program(bp.program)
+        except ValueError as exc:
+            raise ValueError(f"{shape} on {design_spec}: {exc}") from None
+        out.append((shape, design_spec, design, path, bp))
+    return out
+
+
+def verify_shapes(pairs, *, seed: int = 0, simulator: str = DEFAULT_SIMULATOR, log=None) -> list[ShapeRow]:
+    """Run each (shape, design) block on the design's accelerator RTL (one build per design) and on the simulator;
+    compare the output with ``models``' integer path and every byte with the simulator's."""
+    from sim.blocks import read_stages
+    from sim.machine import run as sim_run
+
+    compiled = compile_pairs(pairs, seed)
+    rows = {}
+    by_design = {}
+    for i, item in enumerate(compiled):
+        by_design.setdefault(item[1], []).append(i)
+    for spec, idx in by_design.items():
+        design = compiled[idx[0]][2]
+        t = time.perf_counter()
+        runs = [(compiled[i][4].program, compiled[i][4].memories()) for i in idx]
+        batch = run_programs(design, runs, simulator=simulator, log=log)
+        per = (time.perf_counter() - t) / len(idx)
+        for i, (program, mem), got in zip(idx, runs, batch.runs):
+            shape, _, _, path, bp = compiled[i]
+            want = sim_run(program, design, mem, stepped=True)
+            same = np.array_equal(want.memories.dram, got.memories.dram) and all(
+                np.array_equal(want.memories.buffers[k], got.memories.buffers[k]) for k in want.memories.buffers)
+            stages = read_stages(bp, got.memories)
+            outputs = np.array_equal(stages[f"{path.output}@dram"], path.y_fixed) and all(
+                np.array_equal(stages[s.name], s.tensor) for s in path.stages if s.name in stages)
+            rows[i] = ShapeRow(str(shape), spec, len(program), want.cycles,
+                               got.cycles if got.finished else -1, bool(outputs), bool(same), per)
+            if log:
+                log(f"{shape} on {spec}: sim {want.cycles:,}, RTL {got.cycles:,} cycles")
+    return [rows[i] for i in range(len(compiled))]

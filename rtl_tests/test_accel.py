@@ -2,23 +2,26 @@
 description gives every byte of DRAM and of the buffers equal, and the RTL's cycle count equal to the simulator's —
 on random valid programs on random small designs (Verilator; a subset on Icarus), on a hand-derived program whose
 cycles are pinned, and under a DRAM that stalls at random (bytes equal, cycles never fewer). Planted controller
-bugs (an ignored token, a row stride off by one) must fail the comparison.
+bugs (an ignored token, a row stride off by one, ties rounded up) must fail the comparison.
 
-This version of the accelerator executes everything but POST and HOST (``hw.accel.plan.EXECUTES``): the random
-programs are ``sim.progen``'s with :data:`sim.progen.MATMUL_STEPS` (tiles, activation blocks, MATMULs on every
-engine the feeder drives, stores, reloads, on-chip copies, SYNCs, NOPs), on random designs that between them
-have all five stream engines; two more designs run data-moving programs only.
+The accelerator executes everything but HOST (``hw.accel.plan.EXECUTES``): the random programs are
+``sim.progen``'s with :data:`sim.progen.POST_STEPS` (tiles, activation blocks, MATMULs on every engine the feeder
+drives, POSTs of every function but ``pack``, stores, reloads, on-chip copies, SYNCs, NOPs), on random designs that
+between them have all five stream engines, with one post lane (the unit the generator builds); two more designs
+run data-moving programs only. A directed program puts the POSTs' rounding on exact ties.
 """
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from hw.accel.plan import AccelError, AccelPlan
-from hw.accelerator import Accelerator
+from hw.accelerator import Accelerator, PostUnitSpec
 from isa.program import ProgramBuilder, address
 from sim.machine import run as sim_run
 from sim.memory import Memories
-from sim.progen import DATA_STEPS, random_design, random_program
+from sim.progen import DATA_STEPS, races, random_design, random_program
 
 from .accel import run_programs, runnable_programs
 
@@ -47,6 +50,7 @@ def _same_memories(a: Memories, b: Memories) -> list[str]:
 def _random_runs(seed: int, n: int, *, data_only: bool = False):
     rng = np.random.default_rng(seed)
     design = random_design(rng, name=f"random-{seed}")
+    design = replace(design, post=replace(design.post, lanes=1))       # the post unit the generator builds
     if data_only:
         return design, [random_program(rng, design, mix=DATA_STEPS) for _ in range(n)]
     return design, runnable_programs(rng, design, n)
@@ -56,7 +60,8 @@ def _random_runs(seed: int, n: int, *, data_only: bool = False):
 def test_random_programs_equal_the_simulator_in_bytes_and_cycles(seed, data_only):
     design, runs = _random_runs(seed, 12 if data_only else PROGRAMS_PER_DESIGN, data_only=data_only)
     if not data_only:
-        assert sum(len(p.indices("MATMUL")) for p, _ in runs) >= PROGRAMS_PER_DESIGN
+        assert sum(len(p.indices("MATMUL")) for p, _ in runs) >= PROGRAMS_PER_DESIGN // 2
+        assert sum(len(p.indices("POST")) for p, _ in runs) >= PROGRAMS_PER_DESIGN
     batch = run_programs(design, runs)
     for i, ((program, mem), got) in enumerate(zip(runs, batch.runs)):
         want = _reference(program, design, mem)
@@ -186,6 +191,121 @@ def test_hand_derived_matmul():
     assert np.array_equal(got.memories.dram[64:88], expected)
 
 
+def _tie_program(design):
+    """POSTs whose values sit on rounding ties (and next to them): requant, relu, add and mul with shifts 1 … 3
+    over every residue, quantize with codes at exact halves, a combine_rows whose product lands on ties — each
+    stored to DRAM."""
+    from models import intpost
+    b = ProgramBuilder("ties")
+    x = np.arange(-20, 20, dtype=np.int64)                      # 40 values: every residue mod 8, both signs
+    img = [x.astype("<i4").tobytes()]
+    am = np.array([8, 16, 6, 0], np.int64)                     # x·qmax / am = k + 1/2 for many x (qmax 1 and 3)
+    img.append(am.astype("<i4").tobytes())
+    coef = np.array([[3] * 10], np.int64)                      # combine_rows: (x·3·rowmul) >> 2, ties at odd ·2
+    aux = intpost.pack_aux("combine_rows", 4, 10, 1, 0, coef=coef[None], bias=np.arange(10) - 5,
+                           rowmul=np.array([1, -1, 2, -2]))
+    img.append(aux.astype("<i4").tobytes())
+    dram = np.frombuffer(b"".join(img), np.uint8)
+    at = {"x": 0, "am": 160, "aux": 176}
+    b.emit("LOAD", dram=0, sram=address("activations", 0), rows=1, row_bytes=len(dram), push_next=True)
+    out = 256
+    posts = [dict(fn="requant", imm=1, shift=1), dict(fn="requant", imm=3, shift=2), dict(fn="relu", shift=3),
+             dict(fn="relu2", shift=3), dict(fn="add", shift=1, aux=address("activations", 0)),
+             dict(fn="mul", shift=3, aux=address("activations", 0)),
+             dict(fn="quantize", imm=1, aux=address("activations", at["am"]), out_fmt="I8"),
+             dict(fn="quantize", imm=3, aux=address("activations", at["am"]), out_fmt="I8"),
+             dict(fn="combine_rows", shift=2, aux=address("activations", at["aux"]))]
+    for i, f in enumerate(posts):
+        f = {"out_fmt": "I32", **f}
+        b.post(in_fmt="I32", src=address("activations", 0), dst=address("activations", out), rows=4, cols=10,
+               pop_prev=i == 0, **f)
+        out += 4 * 40
+    b.emit("SYNC", queue=1, push_next=True)
+    b.emit("STORE", dram=len(dram), sram=address("activations", 256), rows=1, row_bytes=out - 256, pop_prev=True)
+    b.finish()
+    mem = Memories.for_design(design, dram=dram, dram_bytes=len(dram) + out - 256)
+    return b.build(), mem
+
+
+def _ties_design() -> Accelerator:
+    d = _hand_design().to_dict()
+    d["buffers"]["activations"]["size_bytes"] = 2048
+    return Accelerator.from_dict(d)
+
+
+def test_rounding_ties_are_exact():
+    design = _ties_design()
+    program, mem = _tie_program(design)
+    assert races(program, design) == []
+    want = _reference(program, design, mem)
+    got = run_programs(design, [(program, mem)]).runs[0]
+    assert not _same_memories(want.memories, got.memories) and got.cycles == want.cycles
+    # the values really are ties: requant by 1 with shift 1 of x = 2q + 1 rounds to the even neighbour
+    out = want.memories.dram[len(mem.dram) - 9 * 160:].view("<i4")
+    x = np.tile(np.arange(-20, 20), 1)
+    assert list(out[:40][x % 2 == 1][:4]) == [-10, -8, -8, -6]           # -19/2 → -10, -17/2 → -8, -15/2 → -8 …
+
+
+def test_a_planted_rounding_bug_fails():
+    design = _ties_design()
+    program, mem = _tie_program(design)
+    want = _reference(program, design, mem)
+    got = run_programs(design, [(program, mem)], faults=("round_half_up",)).runs[0]
+    assert _same_memories(want.memories, got.memories), "ties rounded up went unnoticed"
+
+
+def _pack_program(design, rng):
+    """Every engine the post unit packs for, from each source format it packs, with and without transpose: a random
+    matrix LOADed (each to its own place: no LOAD waits for a POST), packed into the kv or the weights buffer,
+    padding rows and lanes included."""
+    plan = AccelPlan.of(design)
+    b = ProgramBuilder("packs")
+    dram, at = [], 0
+    kv_off = w_off = 0
+    for e, pk in sorted(plan.packs.items()):
+        if isinstance(pk, str):
+            continue
+        p = plan.engines[e].params
+        for fmt in pk.formats:
+            for transpose in (0, 1):
+                n = int(rng.integers(1, 2 * p.rows + 2))
+                k = int(rng.integers(1, min(p.max_k, 2 * p.lanes + 3) + 1))
+                rows, cols = (k, n) if transpose else (n, k)
+                raw = rng.integers(0, 2, (rows, cols)) if fmt == "B1" else rng.integers(-1, 2, (rows, cols))
+                data = (np.packbits(raw.astype(np.uint8), axis=1, bitorder="little") if fmt == "B1"
+                        else raw.astype(np.int8).view(np.uint8)).reshape(-1)
+                b.emit("LOAD", dram=at, sram=address("activations", at), rows=1, row_bytes=data.size, push_next=True)
+                tile = p.row_blocks(n) * p.beats_per_reduction(k) * p.weight_beat_bytes
+                buf = "kv" if transpose else "weights"
+                off = kv_off if buf == "kv" else w_off
+                b.post(fn="pack", out_fmt="ENG", in_fmt=fmt, src=address("activations", at), dst=address(buf, off),
+                       rows=rows, cols=cols, opts=e | transpose << 8, pop_prev=True)
+                dram.append(data)
+                at += data.size
+                if buf == "kv":
+                    kv_off += tile
+                else:
+                    w_off += tile
+    b.finish()
+    image = np.concatenate(dram)
+    mem = Memories.for_design(design, dram=image, dram_bytes=image.size)
+    for buf in mem.buffers.values():
+        buf[:] = rng.integers(0, 256, buf.size, dtype=np.uint8)
+    return b.build(), mem
+
+
+@pytest.mark.parametrize("seed", (5, 19))
+def test_pack_writes_the_tiles_the_simulator_writes(seed):
+    rng = np.random.default_rng(seed)
+    design = replace(random_design(rng, name=f"random-{seed}"), post=PostUnitSpec(lanes=1))
+    program, mem = _pack_program(design, np.random.default_rng(100 + seed))
+    assert len(program.indices("POST")) >= 4 and races(program, design) == []
+    want = _reference(program, design, mem)
+    got = run_programs(design, [(program, mem)]).runs[0]
+    assert not _same_memories(want.memories, got.memories), _same_memories(want.memories, got.memories)
+    assert got.cycles == want.cycles
+
+
 @pytest.mark.parametrize("fault", ("ignore_pops", "stride_plus_one"))
 def test_a_planted_controller_bug_fails(fault):
     design, program = _hand_design(), _hand_program()
@@ -231,11 +351,27 @@ def test_designs_and_programs_it_cannot_build_or_run_are_refused_by_name():
     plan = AccelPlan.of(_hand_design(), imem_depth=4)
     b = ProgramBuilder("hand")
     b.emit("SYNC", queue=0)
-    b.emit("POST", fn=10, out_fmt=2, in_fmt=2, src=address("activations", 0), dst=address("activations", 64),
+    b.emit("HOST", fn=1, src=address("activations", 0), dst=address("activations", 64), rows=1, cols=2)
+    b.finish()
+    with pytest.raises(AccelError, match=r"instruction 1: HOST is not executed by this accelerator"):
+        plan.check_program(b.build())
+    # POSTs the post unit does not do: a pack from a format the engine's tile is not a plain packing of (the
+    # int8-MAC's 8-bit weights from B1 signs), into an engine that is not fed; a design with 4 post lanes
+    for opts, why in ((0, r"instruction 0: POST pack: a B1 source; the post unit packs I8 for engine 0"),
+                      (3, r"instruction 0: POST pack: engine 3 is not one the accelerator feeds")):
+        b = ProgramBuilder("hand")
+        b.post(fn="pack", out_fmt="ENG", in_fmt="B1", src=address("activations", 0), dst=address("kv", 0),
+               rows=2, cols=2, opts=opts)
+        b.finish()
+        with pytest.raises(AccelError, match=why):
+            plan.check_program(b.build())
+    wide = AccelPlan.of(replace(_hand_design(), post=PostUnitSpec(lanes=4)), imem_depth=4)
+    b = ProgramBuilder("hand")
+    b.post(fn="relu", out_fmt="I32", in_fmt="I32", src=address("activations", 0), dst=address("activations", 64),
            rows=1, cols=2)
     b.finish()
-    with pytest.raises(AccelError, match=r"instruction 1: POST is not executed"):
-        plan.check_program(b.build())
+    with pytest.raises(AccelError, match=r"POST relu: post\.lanes = 4: the generated post unit has one lane"):
+        wide.check_program(b.build())
     # an engine the feeder cannot drive: the built-in ternary design's FP16 MAC array (slot 2)
     from hw.accelerator import load_design
     ternary = AccelPlan.of(load_design("ternary"), imem_depth=4)

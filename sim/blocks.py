@@ -398,7 +398,9 @@ class _BlockCompiler:
         blocks = s.engine.get("blocks") or 1
         # BiLLM: one MATMUL per column block, reading the block's columns in place; its records one block after
         # another (combine's `blocks` option reads them so)
-        per_block = [np.asarray(weights[b]) for b in range(blocks)] if blocks > 1 else [np.asarray(weights)]
+        # (a BiLLM path's weights are a list of blocks even when there is one: k = 128)
+        per_block = [np.asarray(weights[b]) for b in range(blocks)] if s.engine.get("blocks") else \
+            [np.asarray(weights)]
         n = per_block[0].shape[-2]
         r = self.alloc("activations", "I32", blocks * m, n, f"stage {s.name} records", words=words)
         col = 0
@@ -565,8 +567,8 @@ def read_stages(bp: BlockProgram, mem: Memories) -> dict[str, np.ndarray]:
                 rec = read_matrix(space, off, reg.rows, reg.cols * reg.words, "I32").reshape(reg.rows, reg.cols,
                                                                                             reg.words)
                 rec = rec[..., bp.word_maps[s.name]]
-                blocks = s.engine.get("blocks") or 1
-                parts.append(rec.reshape(blocks, -1, reg.cols, rec.shape[-1]) if blocks > 1 else rec)
+                blocks = s.engine.get("blocks")        # BiLLM's records, a block after another (even of one)
+                parts.append(rec.reshape(blocks, -1, reg.cols, rec.shape[-1]) if blocks else rec)
             else:
                 parts.append(read_matrix(space, off, reg.rows, reg.cols, reg.fmt))
         out[s.name] = np.stack(parts) if s.per_head else parts[0]

@@ -45,8 +45,6 @@ VECTOR_MIX = {
     "relu2": (1, 1, 0), "tanh": (0, 0, 1), "rope": (1, 2, 0), "absmax": (2, 0, 0), "sign": (1, 0, 0),
     "bool": (1, 0, 0), "quantize": (1, 1, 0), "rescale": (0, 1, 0),
 }
-#: POST functions that reduce each row (absmax): a log2(lanes) drain per row, as the vector unit's reductions.
-POST_REDUCTIONS = frozenset({"absmax"})
 
 _HOST_NAMES = {v: k for k, v in HOST_FUNCTIONS.items()}
 _POST_NAMES = {v: k for k, v in POST_FUNCTIONS.items()}
@@ -141,8 +139,17 @@ def _matmul_shape(design: Accelerator, engine: int, m: int, k: int, n: int, w_bu
         run = _systolic(p, m, k, n)
         return run.cycles, 1, run.drain_tail
     beats = p.row_blocks(n, slot.count) * m * p.k_chunks(k)
-    ii = design.beat_ii(engine, w_buffer)
-    return beats, ii, p.latency
+    ii = design.matmul_ii(engine, k, w_buffer)
+    # the last result is done when its last line is written: the engine's latency, then write cycles − 1 more
+    return beats, ii, p.latency + _write_tail(design, engine, n)
+
+
+def _write_tail(design: Accelerator, engine: int, n: int) -> int:
+    """Cycles the last result of a MATMUL with ``n`` output rows takes to write beyond its first: its rows (those of
+    the last row block) over the activations buffer's line (:meth:`Accelerator.result_write_cycles`), less one."""
+    wide = design.engines[engine].stream_params
+    last_rows = n - (wide.row_blocks(n) - 1) * wide.rows
+    return design.result_write_cycles(engine, last_rows) - 1
 
 
 def _timing(program: Program, design: Accelerator) -> _Timing:
@@ -181,14 +188,22 @@ def _timing(program: Program, design: Accelerator) -> _Timing:
                 passes, reduces = _HOST_PASSES[fn], _HOST_REDUCES[fn]
                 t.dur[idx] = passes * -(-(rows * cols) // lanes) + np.where(reduces, passes * rows * _drain(lanes), 0)
             else:
-                lanes = design.post.lanes
-                red = np.isin(fn, [POST_FUNCTIONS[f] for f in POST_REDUCTIONS])
-                t.dur[idx] = rows * -(-cols // lanes) + design.post.latency + np.where(red, rows * _drain(lanes), 0)
+                t.dur[idx] = _post_cycles(design, program, rows, cols, fn)
     idx = program.indices("SYNC")
     if len(idx):
         t.queue[idx] = program.field("SYNC", "queue")
     t.cls[op == 7] = sched.FINISH
     return t
+
+
+def _post_cycles(design, program: Program, rows, cols, fn) -> np.ndarray:
+    """Each POST's cycles: :meth:`hw.accelerator.Accelerator.post_cycles`, the one place the formula lives, asked
+    per instruction (POSTs are few: only block programs have them)."""
+    words = program.field("POST", "words").tolist()
+    opts = program.field("POST", "opts").tolist()
+    cyc = design.post_cycles
+    return np.array([cyc(_POST_NAMES[f], r, c, w, o) for f, r, c, w, o in
+                     zip(fn.tolist(), rows.tolist(), cols.tolist(), words, opts)], np.int64)
 
 
 _KINDS: dict[int, tuple] = {}
@@ -475,7 +490,8 @@ def _step(program: Program, design: Accelerator, t: _Timing, mem: Memories | Non
                 w, x, extra = p.random_operands(rng, m, k, n)
             beats = p.n_beats(n, k, m)
             er = simulate(p, w, x, extra=extra, feeder=Feeder((beats,), (0,), 1, ii))
-            measured = (er.input_beats, ii, er.last_output_cycle - er.first_input_cycle - (er.input_beats - 1) * ii)
+            measured = (er.input_beats, ii, er.last_output_cycle - er.first_input_cycle - (er.input_beats - 1) * ii
+                        + _write_tail(design, int(ins["engine"]), n))
             if mem is not None:
                 _write_results(ins, p, er, mem)
         measured_by_shape[key] = measured

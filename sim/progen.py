@@ -42,7 +42,8 @@ from models.units import UnitKind
 from .interpret import PACK_UNITS, act_format, aux_elements, engine_params
 from .memory import Memories, row_bytes, write_matrix
 
-__all__ = ["ENGINE_KINDS", "DATA_STEPS", "MATMUL_STEPS", "random_design", "random_program", "races", "program_regions"]
+__all__ = ["ENGINE_KINDS", "DATA_STEPS", "MATMUL_STEPS", "POST_STEPS", "random_design", "random_program", "races",
+           "program_regions"]
 
 #: The engine kinds a random design draws from: every stream engine with an integer reference.
 ENGINE_KINDS = ("ternary-mac", "xnor-popcount", "bamm", "binary-basis", "int8-mac")
@@ -704,7 +705,11 @@ class _Gen:
         self.live.append(v)
         return v
 
-    def post(self) -> bool:
+    def post_nopack(self) -> bool:
+        """A POST of any function but ``pack`` (what the accelerator's post unit runs)."""
+        return self.post(pack=False)
+
+    def post(self, pack: bool = True) -> bool:
         rng = self.rng
         sources = [v for v in self.live if v.kind in ("records", "matrix") and v.packed]
         if not sources:
@@ -714,10 +719,10 @@ class _Gen:
                "relu", "relu2", "silu", "pack"]
         if src.blocks > 1 and rng.random() < 0.7:
             fn = str(rng.choice(["combine", "combine_rows"]))       # BiLLM's per-block records
-        elif src.fmt == "B1" and rng.random() < 0.5:
+        elif src.fmt == "B1" and pack and rng.random() < 0.5:
             fn = "pack"                                              # signs become a weight tile (K, V)
         else:
-            fn = str(rng.choice(fns))
+            fn = str(rng.choice(fns if pack else fns[:-1]))
         rows, cols, words, inp = src.rows, src.cols, src.words, src.fmt
         word = int(rng.integers(words))
         blocks = src.blocks if fn in POST_BLOCK_SOURCES else 1         # otherwise: the first block's records
@@ -923,10 +928,13 @@ _STEPS = (("load_tile", 3), ("load_acts", 3), ("matmul", 5), ("post", 5), ("stor
 #: A mix of operations that only move data (LOAD, STORE, on-chip copies, SYNC, NOP).
 DATA_STEPS = (("load_tile", 2), ("load_acts", 3), ("store", 3), ("reload", 1.5), ("copy_onchip", 1.5), ("noise", 2))
 
-#: Everything but POST (and so HOST-free): data movement and MATMULs — what the accelerator RTL runs today
-#: (``hw.accel.plan.EXECUTES``).
+#: Everything but POST (and so HOST-free): data movement and MATMULs.
 MATMUL_STEPS = (("load_tile", 3), ("load_acts", 3), ("matmul", 5), ("store", 2), ("reload", 0.5),
                 ("copy_onchip", 0.5), ("noise", 0.7))
+
+
+#: MATMULs and POSTs (HOST-free): what the accelerator RTL runs (``hw.accel.plan.EXECUTES``).
+POST_STEPS = MATMUL_STEPS + (("post", 5),)
 
 
 def random_program(rng: np.random.Generator, design: Accelerator, *, steps: int | None = None,

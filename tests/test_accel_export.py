@@ -92,11 +92,25 @@ def test_verify_accelerator_prints_the_table(capsys):
     assert "| random:5 | 3 |" in out and "3/3 | 3/3" in out and "all equal" in out
 
 
+def test_verify_accelerator_runs_a_block(capsys):
+    # a TernaryBERT linear on a small ternary design: its output equals models/' integer path, its cycles the
+    # simulator's
+    assert main(["verify", "accelerator", "--shapes", "ternarybert:6x64x20", "--designs", "ternary@small"]) == 0
+    out = capsys.readouterr().out
+    assert "| ternarybert:6x64x20 | ternary@small |" in out and "| yes | yes | yes |" in out and "all equal" in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--designs", "random:x"], "random:N needs a non-negative integer seed"),
     (["--designs", ","], "--designs: give at least one design"),
     (["--designs", "random:1,nowhere"], "unknown design 'nowhere'"),
-    (["--designs", "ternary"], "design 'ternary': engine 2 (fp-mac) has no integer reference"),
+    (["--designs", "ternary", "--programs", "3"], "design 'ternary': engine 2 (fp-mac) has no integer reference"),
+    (["--shapes", "conv:1x2x3"], "shape 'conv:1x2x3': unknown block 'conv'"),
+    (["--shapes", "qbb:8x64"], "shape 'qbb:8x64': give the size as MxKxN"),
+    (["--shapes", "bibert-attn:8x64x5"], "the hidden size 64 must split into 5 heads"),
+    (["--designs", "xnor@fast"], "design 'xnor@fast': unknown variant 'fast'"),
+    (["--shapes", "ternarybert:8x64x32", "--designs", "xnor"], "design 'xnor' has no ternary-mac engine"),
+    (["--shapes", "qbb:8x64x32", "--programs", "2"], "--shapes runs blocks; --programs and --stall run random"),
 ])
 def test_verify_accelerator_refuses_bad_input(capsys, argv, message):
     assert main(["verify", "accelerator", *argv]) == 2

@@ -158,7 +158,7 @@ def test_buffers_by_role_and_the_post_unit():
     assert all(b.name == role for role, b in d.buffers.items())
     with pytest.raises(TypeError):
         d.buffers["kv"] = d.weight_buffer                      # read-only
-    assert (d.post.lanes, d.post.latency) == (8, 2)             # the vector unit's lanes by default
+    assert (d.post.lanes, d.post.latency) == (1, 2)             # one lane by default: the unit hw.accel generates
     own = Accelerator.from_dict({**BASE, "post": {"lanes": 4, "latency": 3}})
     assert (own.post.lanes, own.post.latency) == (4, 3) and Accelerator.from_dict(own.to_dict()) == own
     assert hash(own) == hash(Accelerator.from_dict(own.to_dict()))

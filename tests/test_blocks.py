@@ -88,20 +88,28 @@ def test_linears(scheme, design):
         assert bp.program.counts()["MATMUL"] == 2
 
 
+def test_a_billm_linear_of_one_block():
+    # k = 128: one 128-column block, one MATMUL (its weights are still a list of one block)
+    path = P.billm_linear(_rand(8, 128, seed=2, scale=0.05), _rand(5, 128, seed=1), bias=_rand(8, seed=3))
+    bp, _ = run_block(path, load_design("billm"))
+    assert bp.program.counts()["MATMUL"] == 1
+
+
 def test_hand_derived_cycles_of_a_ternarybert_linear():
     # ternary design: DRAM 128 bytes a cycle + 20 cycles a transfer; buffer lines: weights 64 × 8 = 512 bytes,
     # activations 8 × 8 = 64 bytes (so transfers to or from activations move 64 bytes a cycle); every transfer has
-    # a set-up cycle, a STORE one more for its buffer read; the post unit 32 lanes, 2 cycles of latency.
+    # a set-up cycle, a STORE one more for its buffer read; the post unit one lane, 2 cycles of latency.
     # Load queue: x.codes 12·64 B (1 + 12 + 20), the weight tile 3 row blocks × 256 B (1 + 6 + 20), coef and bias 48
     # words each (1 + 3 + 20 twice), the row scales 12 words (1 + 1 + 20): done at 130. The MATMUL (36 beats) is
-    # done long before; the combine_rows POST waits for its aux: 130 + 12·ceil(48/32) + 2 = 156; the STORE of y,
-    # 12·48 words: 156 + 1 + 36 + 20 + 1 = 214.
+    # done long before; the combine_rows POST waits for its aux, then takes a set-up cycle, 4 slots per element (the
+    # record's one word, its coefficient, the row multiplier, the bias), a cycle for the last operand to arrive and
+    # 2 of latency: 130 + 1 + 12·48·4 + 1 + 2 = 2438; the STORE of y, 12·48 words: 2438 + 1 + 36 + 20 + 1 = 2496.
     path = P.ternarybert_linear(_rand(48, 64, seed=2, scale=0.05), _rand(12, 64, seed=1), bias=_rand(48, seed=3))
     bp, pr = run_block(path, load_design("ternary"))
-    assert pr.cycles == 214
+    assert pr.cycles == 2496
     assert [ins.opcode for ins in bp.program] == ["LOAD", "LOAD", "MATMUL", "LOAD", "LOAD", "LOAD", "POST", "STORE",
                                                   "FINISH"]
-    assert pr.done[5] == 33 + 27 + 24 + 24 + 22 and pr.done[6] == 156
+    assert pr.done[5] == 33 + 27 + 24 + 24 + 22 and pr.done[6] == 2438
     assert pr.busy["load"] == 130 and pr.busy["store"] == 1 + 12 * math.ceil(48 * 4 / 64) + 20 + 1 == 58
 
 

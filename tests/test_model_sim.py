@@ -285,7 +285,9 @@ def test_simulate_gemm(capsys, design, cycles):
     r = json.loads(out)
     if cycles is None:
         engine = load_design(design).engine_for("int8-mac").params
-        cycles = 48 * 128 * 24 + engine.latency + 3       # + the feeder's set-up, read and assembly cycles
+        # + the feeder's set-up, read and assembly cycles, and a second write cycle for the last result: 16 rows
+        # of I32 records are 64 bytes, the activations buffer's line 4 banks × 64 bits = 32 (docs/isa.md §4.2)
+        cycles = 48 * 128 * 24 + engine.latency + 3 + 1
     else:
         assert r["scalesim_cycles"] == cycles - 1          # SCALE-Sim prints the last cycle's index
     assert r["cycles"] == cycles
@@ -403,9 +405,10 @@ def test_activations_that_do_not_fit_stream_in_token_blocks():
     loads = [1 + math.ceil(64 / 8) + 2 + (1 + math.ceil(t * 64 / 8) + 2 if r == 0 else 0)
              for t in blocks for r in range(2)]
     # the accelerator's feeder (docs/isa.md §4.2): a set-up cycle, the operand read and the assembly register before
-    # the engine's latency, and a tile's slot is free once its last beat is read (ii + 1 after that beat's set-up)
+    # the engine's latency, and a tile's slot is free once its last beat is read (ii + 1 after that beat's set-up);
+    # a result, 4 rows × 4 bytes, takes two writes of the 8-byte activations line: one cycle more for the last
     latency = design.engines[0].params.latency
-    assert run.cycles == feeder_schedule(beats, loads, slots=2, ii=1, latency=latency + 3, release=2).cycles
+    assert run.cycles == feeder_schedule(beats, loads, slots=2, ii=1, latency=latency + 3 + 1, release=2).cycles
     on_chip = time_op(op, _token_block_design(1024), weights_on_chip=False, kv_on_chip=True)
     assert on_chip.dram_bytes == 2 * 64                         # both tiles once; activations already there
     # the activation bits loaded are written into the activation buffer

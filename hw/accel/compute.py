@@ -102,9 +102,17 @@ class MatmulUnit(wiring.Component):
             with m.Switch(self.engine):
                 for e in fed:
                     with m.Case(e.index):
+                        # the beat interval: the reads' (Accelerator.beat_ii), stretched to ceil(w / chunks) when a
+                        # result (w write cycles) would come before the one before is written
+                        # (Accelerator.matmul_ii): chunks = ceil(k / lanes) < w only for k <= (w - 1)·lanes
+                        w_ = e.write_cycles(design)
+                        stretch = Const(1, 32)
+                        for c_ in reversed(range(1, w_)):
+                            stretch = Mux(self.k <= c_ * e.params.lanes, -(-w_ // c_), stretch)
+                        base = Mux(self.w_buf == 2, e.ii(design, 2), e.ii(design, 0))
                         m.d.sync += [lanes.eq(e.params.lanes), rows.eq(e.params.rows), abytes.eq(e.act_bytes),
                                      wbytes.eq(e.image_bytes), words.eq(e.words),
-                                     ii.eq(Mux(self.w_buf == 2, e.ii(design, 2), e.ii(design, 0)))]
+                                     ii.eq(Mux(stretch > base, stretch, base))]
 
         last_read = busy & (j == ii - 1)
         last_chunk = kc + lanes >= k_
@@ -273,8 +281,31 @@ class MatmulUnit(wiring.Component):
                     words_v.extend(elems)
             rec = Cat(*[_i32(w_) for w_ in words_v])
             wr = getattr(self, f"wr{e.index}")
-            m.d.comb += [wr.en.eq(got), wr.addr.eq(q_addr), wr.count.eq(q_rows * (e.words * 4)), wr.data.eq(rec)]
-            completes.append((got & q_final, q_seq))
+            nbytes = Signal(range(e.record_bytes + 1), name=f"res{e.index}_bytes")
+            m.d.comb += nbytes.eq(q_rows * (e.words * 4))
+            if e.record_bytes <= La:                      # a whole result in one line write
+                m.d.comb += [wr.en.eq(got), wr.addr.eq(q_addr), wr.count.eq(nbytes), wr.data.eq(rec)]
+                completes.append((got & q_final, q_seq))
+                continue
+            # wider than a line: its first line now, the rest a line a cycle from a holding register (the next
+            # result comes no sooner than they are all written: Accelerator.matmul_ii)
+            hold = Signal(8 * e.record_bytes, name=f"res{e.index}_hold")
+            h_at, h_left = Signal(28, name=f"res{e.index}_at"), Signal(range(e.record_bytes + 1),
+                                                                       name=f"res{e.index}_left")
+            h_fin, h_sq = Signal(name=f"res{e.index}_fin"), Signal(len(seq_tail), name=f"res{e.index}_seq")
+            holding = h_left != 0
+            with m.If(got):
+                m.d.comb += [wr.en.eq(1), wr.addr.eq(q_addr), wr.count.eq(Mux(nbytes > La, La, nbytes)),
+                             wr.data.eq(rec[:8 * La])]
+                m.d.sync += [hold.eq(rec >> (8 * La)), h_at.eq(q_addr + La),
+                             h_left.eq(Mux(nbytes > La, nbytes - La, 0)), h_fin.eq(q_final), h_sq.eq(q_seq)]
+            with m.Elif(holding):
+                m.d.comb += [wr.en.eq(1), wr.addr.eq(h_at), wr.count.eq(Mux(h_left > La, La, h_left)),
+                             wr.data.eq(hold[:8 * La])]
+                m.d.sync += [hold.eq(hold >> (8 * La)), h_at.eq(h_at + La),
+                             h_left.eq(Mux(h_left > La, h_left - La, 0))]
+            completes.append((got & q_final & (nbytes <= La), q_seq))
+            completes.append((~got & holding & (h_left <= La) & h_fin, h_sq))
 
         # -- in-order completion of MATMULs -------------------------------------------------------------------------
         set_bits = Signal(INFLIGHT)

@@ -12,23 +12,37 @@ from fractions import Fraction
 
 from hw.accelerator import BUFFER_ROLES, Accelerator
 from isa.program import Program, split_address
-from isa.spec import BUFFER_SHIFT, OPCODES
+from isa.spec import BUFFER_SHIFT, FORMATS, OPCODES, POST_FUNCTIONS, field_table
 
-__all__ = ["AccelError", "AccelPlan", "BufferPlan", "Pacing", "DRAM", "EXECUTES", "DEFAULT_IMEM_DEPTH",
+__all__ = ["instruction_field", "POST_WRITES", "AccelError", "AccelPlan", "BufferPlan", "Pacing", "DRAM", "EXECUTES",
+           "DEFAULT_IMEM_DEPTH",
            "MAX_IMEM_DEPTH"]
 
 #: The side code of DRAM (and the host link, which v1 designs route over the DRAM port) in a transfer's
 #: (source, destination); buffers are 0, 1, 2 (docs/isa.md §1).
 DRAM = 3
 
-#: Opcodes this version of the accelerator executes. POST and HOST are refused by :meth:`AccelPlan.check_program`
-#: until the post unit is built; a MATMUL on an engine the feeder cannot drive (:attr:`EnginePlan.refusal`) too.
-EXECUTES = ("NOP", "LOAD", "STORE", "MATMUL", "SYNC", "FINISH")
+#: Opcodes this version of the accelerator executes. HOST (floating point, the host's) is refused by
+#: :meth:`AccelPlan.check_program`; so are a MATMUL on an engine the feeder cannot drive (:attr:`EnginePlan.refusal`)
+#: and a POST the post unit does not do (:meth:`AccelPlan.post_refusal`).
+EXECUTES = ("NOP", "LOAD", "STORE", "MATMUL", "POST", "SYNC", "FINISH")
+
+#: Buffers the post unit writes (a POST's destination): all three — results in the activations buffer, ``pack``'s
+#: weight tiles (attention's keys and values) in the kv or the weights buffer.
+POST_WRITES = ("weights", "activations", "kv")
 
 #: Instructions the on-chip instruction memory holds unless told otherwise; the generator accepts up to
 #: :data:`MAX_IMEM_DEPTH`.
 DEFAULT_IMEM_DEPTH = 1024
 MAX_IMEM_DEPTH = 1 << 16
+
+
+def instruction_field(word, opcode: str, name: str):
+    """Field ``name`` of an ``opcode`` instruction word (any value that slices: an Amaranth signal, a bit string),
+    where ``isa.spec.FIELDS`` puts it: word ``w`` (0 the header) bits ``lo …``."""
+    f = field_table(opcode)[name]
+    lo = 32 * (f.word + 1) + f.lo
+    return word[lo:lo + f.width]
 
 
 class AccelError(ValueError):
@@ -81,8 +95,13 @@ class EnginePlan:
         return self.params.rows * self.words * 4
 
     def ii(self, design: Accelerator, w_buffer: int) -> int:
-        """Cycles between beats: :meth:`Accelerator.beat_ii`, the formula the simulator times."""
+        """Cycles between beats as the buffers' reads allow: :meth:`Accelerator.beat_ii` (a MATMUL stretches it for
+        its result writes: :meth:`Accelerator.matmul_ii`)."""
         return design.beat_ii(self.index, w_buffer)
+
+    def write_cycles(self, design: Accelerator) -> int:
+        """Cycles one whole result takes to write: :meth:`Accelerator.result_write_cycles`."""
+        return design.result_write_cycles(self.index)
 
 
 def _engine_plan(design: Accelerator, index: int) -> EnginePlan:
@@ -93,8 +112,6 @@ def _engine_plan(design: Accelerator, index: int) -> EnginePlan:
     if not isinstance(p, EngineParams):
         return EnginePlan(index, slot.unit, p, f"{slot.unit} has no generator (no integer stream engine)")
     wide = slot.stream_params
-    if wide.reduction_block:
-        return EnginePlan(index, slot.unit, wide, f"{slot.unit} in BiLLM mode (per-block results) is not fed yet")
     mem_bits = wide.act_mem_bits
     if wide.lanes * mem_bits % 8:
         return EnginePlan(index, slot.unit, wide, f"engines[{slot.unit}].lanes = {wide.lanes}: a beat's "
@@ -102,12 +119,74 @@ def _engine_plan(design: Accelerator, index: int) -> EnginePlan:
     words = wide.result_words
     plan = EnginePlan(index, slot.unit, wide, None, mem_bits, wide.lanes * mem_bits // 8, wide.weight_beat_bytes,
                       words)
-    line = design.buffers["activations"].line_bits // 8
-    if plan.record_bytes > line:
-        return replace(plan, refusal=f"{slot.unit}: a result beat is {wide.rows} rows × {words} words × 4 = "
-                                     f"{plan.record_bytes} bytes, more than the activations buffer's {line}-byte "
-                                     f"line (one write a cycle)")
     return plan
+
+
+@dataclass(frozen=True)
+class PackPlan:
+    """How the post unit writes one engine's weight tile (``POST pack``): beat images of ``rows × lanes`` elements of
+    ``bits`` each, row-major from bit 0, for each row block and lane chunk in turn; an element past the matrix's
+    rows is ``row_pad``, past its reduction ``lane_pad`` (the layout's raw padding bits). ``formats``: the source
+    formats for which this plain packing is the unit's own ``weight_image`` (checked on random values when the plan
+    is made): ``B1`` (a sign bit is the element) and ``I8`` (its low ``bits`` are)."""
+
+    engine: int
+    rows: int
+    lanes: int
+    bits: int
+    row_pad: int
+    lane_pad: int
+    formats: tuple[str, ...]
+
+
+def _pack_plan(design: Accelerator, e: EnginePlan) -> PackPlan | str:
+    """The :class:`PackPlan` of a fed engine, or why the post unit cannot write its weight tiles."""
+    import numpy as np
+
+    p = e.params
+    layout = p.weight_beat_layout
+    fields = layout.fields
+    if len(fields) != 1 or fields[0].axes != ("row", "lane") or fields[0].offset != 0:
+        return (f"{e.unit}'s weight tile has fields {[f.name for f in fields]}; the post unit packs a single "
+                f"row × lane field")
+    f = fields[0]
+    if f.elem_width not in (1, 2, 4, 8) or p.rows * p.lanes * f.elem_width != 8 * layout.nbytes:
+        return f"{e.unit}'s weight elements are {f.elem_width} bits; the post unit packs 1, 2, 4 or 8 into whole bytes"
+    plan = PackPlan(e.index, p.rows, p.lanes, f.elem_width, f.pad("row"), f.pad("lane"), ())
+    rng = np.random.default_rng(0)
+    m, k = p.rows + 1, min(p.lanes + 3, p.max_k)
+    formats = []
+    for fmt in ("B1", "I8"):
+        if (fmt == "B1") != (f.elem_width == 1):
+            continue
+        raw = rng.integers(0, 2, (m, k)) if fmt == "B1" else rng.integers(-1, 2, (m, k))
+        values = 2 * raw - 1 if fmt == "B1" else raw          # B1 holds ±1 as 1/0 (sim.dataops.weight_values)
+        try:
+            image = p.weight_image(values)
+        except ValueError:
+            continue
+        if np.array_equal(image, plain_pack(plan, raw)):
+            formats.append(fmt)
+    if not formats:
+        return f"{e.unit}'s weight_image is not a plain packing of its source values"
+    return replace(plan, formats=tuple(formats))
+
+
+def plain_pack(plan: PackPlan, raw) -> "np.ndarray":
+    """What the post unit writes for the ``[out rows, reduction]`` matrix ``raw`` (B1 bits or integer values):
+    uint8 bytes of every beat image, as :class:`PackPlan` describes."""
+    import numpy as np
+
+    raw = np.asarray(raw, np.int64)
+    m, k = raw.shape
+    R, L = plan.rows, plan.lanes
+    nb, nk = -(-m // R), -(-k // L)
+    full = np.full((nb * R, nk * L), plan.lane_pad, np.int64)
+    full[m:, :] = plan.row_pad
+    full[:m, :k] = raw & ((1 << plan.bits) - 1)
+    beats = full.reshape(nb, R, nk, L).transpose(0, 2, 1, 3).reshape(-1)
+    bits = (beats[:, None] >> np.arange(plan.bits)) & 1
+    return np.packbits(bits.reshape(-1).astype(np.uint8), bitorder="little")
 
 
 @dataclass(frozen=True)
@@ -136,6 +215,7 @@ class AccelPlan:
     pacing: dict            # (src, dst) → Pacing, src/dst a buffer index or DRAM
     imem_depth: int
     engines: tuple = ()     # EnginePlan per engine slot
+    packs: dict = None      # fed engine index → PackPlan, or why the post unit cannot pack for it
 
     @classmethod
     def of(cls, design: Accelerator, *, imem_depth: int = DEFAULT_IMEM_DEPTH) -> "AccelPlan":
@@ -161,7 +241,8 @@ class AccelPlan:
                 rate = design.transfer_rate(None if src == DRAM else src, None if dst == DRAM else dst)
                 pacing[(src, dst)] = Pacing.of(rate)
         engines = tuple(_engine_plan(design, i) for i in range(len(design.engines)))
-        return cls(design, tuple(buffers), pacing, imem_depth, engines)
+        packs = {e.index: _pack_plan(design, e) for e in engines if e.refusal is None}
+        return cls(design, tuple(buffers), pacing, imem_depth, engines, packs)
 
     @property
     def fed(self) -> tuple:
@@ -199,13 +280,30 @@ class AccelPlan:
         names = {v: k for k, v in OPCODES.items()}
         for i, code in enumerate(program.opcodes.tolist()):
             if names[int(code)] not in EXECUTES:
-                raise AccelError(f"instruction {i}: {names[int(code)]} is not executed by this accelerator yet "
-                                 f"(it runs {', '.join(EXECUTES)}); the post unit is not built")
+                raise AccelError(f"instruction {i}: {names[int(code)]} is not executed by this accelerator (it runs "
+                                 f"{', '.join(EXECUTES)}; HOST work is the host's)")
+        idx = program.indices("POST")
+        if len(idx):
+            fns = {v: k for k, v in POST_FUNCTIONS.items()}
+            fmts = {v: k for k, v in FORMATS.items()}
+            for j, fn, dst, opts, inp in zip(idx.tolist(), program.field("POST", "fn").tolist(),
+                                             program.field("POST", "dst").tolist(),
+                                             program.field("POST", "opts").tolist(),
+                                             program.field("POST", "in_fmt").tolist()):
+                why = self.post_refusal(fns.get(int(fn), str(fn)), int(dst) >> BUFFER_SHIFT, int(opts),
+                                        fmts.get(int(inp), str(inp)))
+                if why:
+                    raise AccelError(f"instruction {j}: POST {fns.get(int(fn), fn)}: {why}")
         idx = program.indices("MATMUL")
         if len(idx):
-            for j, e in zip(idx.tolist(), program.field("MATMUL", "engine").tolist()):
+            for j, e, k in zip(idx.tolist(), program.field("MATMUL", "engine").tolist(),
+                               program.field("MATMUL", "k").tolist()):
                 if e < len(self.engines) and self.engines[e].refusal is not None:
                     raise AccelError(f"instruction {j}: MATMUL on engine {e}: {self.engines[e].refusal}")
+                block = e < len(self.engines) and self.engines[e].params.reduction_block
+                if block and k > block:
+                    raise AccelError(f"instruction {j}: MATMUL on engine {e} (BiLLM mode) with k = {k}: a MATMUL "
+                                     f"covers one {block}-column block (one MATMUL per block, as sim.blocks emits)")
         for name in ("LOAD", "STORE"):
             idx = program.indices(name)
             if not len(idx):
@@ -216,6 +314,32 @@ class AccelPlan:
                     if b >= len(self.buffers):
                         raise AccelError(f"instruction {int(idx[j])}: {name} {f} names buffer {b}; there are "
                                          f"{len(self.buffers)}")
+
+    def post_refusal(self, fn: str, dst_buffer: int, opts: int = 0, in_fmt: str = "I32") -> str | None:
+        """Why the post unit cannot run a POST of ``fn`` writing buffer ``dst_buffer`` (None: it can). The unit is
+        element-serial (``post.lanes`` 1), reads one 32-bit operand a slot, and writes the activations and kv
+        buffers; ``pack`` writes the tiles of the engines :attr:`packs` describes, from the formats they list."""
+        lanes = self.design.post.lanes
+        if lanes != 1:
+            return (f"post.lanes = {lanes}: the generated post unit has one lane (element-serial); set [post] "
+                    f"lanes = 1 to run POSTs on this accelerator")
+        if fn == "pack":
+            engine = opts & 0xFF
+            pack = (self.packs or {}).get(engine)
+            if pack is None:
+                return f"engine {engine} is not one the accelerator feeds, so it has no weight tile to pack"
+            if isinstance(pack, str):
+                return pack
+            if in_fmt not in pack.formats:
+                return f"a {in_fmt} source; the post unit packs {', '.join(pack.formats)} for engine {engine}"
+        narrow = [b for b in self.buffers if b.line_bytes < 4]
+        if narrow:
+            return (f"buffers.{narrow[0].name} has {narrow[0].line_bytes}-byte lines; the post unit reads a 32-bit "
+                    f"operand in one access (lines of at least 4 bytes)")
+        if dst_buffer >= len(self.buffers) or self.buffers[dst_buffer].name not in POST_WRITES:
+            name = self.buffers[dst_buffer].name if dst_buffer < len(self.buffers) else dst_buffer
+            return f"its destination is in the {name} buffer; the post unit writes {', '.join(POST_WRITES)}"
+        return None
 
     def manifest(self) -> dict:
         """The facts a manifest states about the built accelerator (``hw.accel.export`` adds ports and files)."""
@@ -231,9 +355,21 @@ class AccelPlan:
             "pacing": [{"src": _side(s), "dst": _side(d), "bytes_per_cycle": f"{p.q}+{p.r}/{p.den}"}
                        for (s, d), p in sorted(self.pacing.items())],
             "executes": list(EXECUTES),
+            "post_unit": {
+                "lanes": self.design.post.lanes, "latency": self.design.post.latency,
+                "runs_posts": self.design.post.lanes == 1,
+                "cycles": "2 + rows·ceil(cols/lanes)·slots(fn) + latency (docs/isa.md §4.3); pack: a slot per "
+                          "element of the engine's weight tile",
+                "slots": type(self.design.post).slot_table(),
+                "writes": list(POST_WRITES),
+                "pack": {str(e): (pk if isinstance(pk, str) else {"rows": pk.rows, "lanes": pk.lanes,
+                                                                   "bits": pk.bits, "formats": list(pk.formats)})
+                         for e, pk in (self.packs or {}).items()},
+            },
             "engines": [{"slot": e.index, "unit": e.unit, "fed": e.refusal is None, "why_not": e.refusal,
                          **({"act_bytes": e.act_bytes, "image_bytes": e.image_bytes, "record_words": e.words,
-                             "latency": e.params.latency} if e.refusal is None else {})}
+                             "latency": e.params.latency, "result_write_cycles": e.write_cycles(self.design)}
+                            if e.refusal is None else {})}
                         for e in self.engines],
         }
 

@@ -20,22 +20,16 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
-from isa.spec import BUFFER_SHIFT, FLAG_BITS, OPCODES, QUEUES, TOKEN_QUEUES, TOKEN_ROUTES, field_table
+from isa.spec import BUFFER_SHIFT, FLAG_BITS, OPCODES, QUEUES, TOKEN_QUEUES, TOKEN_ROUTES
 
 from .memory import LineMemory
 from .mover import Mover, dram_read_data, dram_read_request, dram_write_ack, dram_write_request
-from .plan import DRAM, AccelPlan
+from .plan import DRAM, AccelPlan, instruction_field as _field
+from .post import WRITES as POST_WRITES, PostUnit
 
 __all__ = ["Accelerator"]
 
 WORD_BITS = 256
-
-
-def _field(word: Signal, opcode: str, name: str):
-    """A field of an instruction word, where ``isa.spec.FIELDS`` puts it."""
-    f = field_table(opcode)[name]
-    lo = 32 * (f.word + 1) + f.lo
-    return word[lo:lo + f.width]
 
 
 class Accelerator(wiring.Component):
@@ -53,8 +47,9 @@ class Accelerator(wiring.Component):
     """
 
     #: Bugs :meth:`__init__` can plant (``faults=``), to show that the verification fails on them: a queue that
-    #: ignores the tokens it pops, and a mover whose destination rows are one byte too far apart.
-    FAULTS = ("ignore_pops", "stride_plus_one")
+    #: ignores the tokens it pops, a mover whose destination rows are one byte too far apart, and a post unit that
+    #: rounds ties up instead of to even.
+    FAULTS = ("ignore_pops", "stride_plus_one", "round_half_up")
 
     def __init__(self, plan: AccelPlan, *, faults=()):
         unknown = set(faults) - set(self.FAULTS)
@@ -65,9 +60,10 @@ class Accelerator(wiring.Component):
         # the buffers: the load queue's mover is run port 0 of each, the store queue's port 1; then the engines'
         # operand readers (each buffer's `ports`) and, on the activations buffer, one result writer per fed engine
         d = plan.design
+        # and, last, the post unit's writer on each buffer it writes
         self.buffer_memories = [
             LineMemory(b.size_bytes, b.line_bytes, b.line_bytes,
-                       writers=2 + (len(plan.fed) if b.name == "activations" else 0),
+                       writers=2 + (len(plan.fed) if b.name == "activations" else 0) + (b.name in POST_WRITES),
                        readers=2 + d.buffers[b.name].ports)
             for b in plan.buffers]
         self.line_bits = 8 * plan.max_line_bytes
@@ -122,17 +118,17 @@ class Accelerator(wiring.Component):
                     qf = _field(ins, "SYNC", "queue")
                     for name, qi in QUEUES.items():
                         m.d.comb += push_q[qi].eq(qf == qi)
-                with m.Case(OPCODES["MATMUL"]):
+                with m.Case(OPCODES["MATMUL"], OPCODES["POST"]):
                     m.d.comb += push_q[QUEUES["compute"]].eq(1)
                 with m.Case(OPCODES["FINISH"]):
                     m.d.sync += fin_seen.eq(1)
-                with m.Default():               # POST, HOST: not executed yet (AccelPlan refuses them)
+                with m.Default():               # HOST: not executed (AccelPlan refuses it)
                     m.d.sync += [error.eq(1), running.eq(0)]
 
         # -- tokens -----------------------------------------------------------------------------------------------
         tok_bits = max(1, N.bit_length()) + 1
         tokens = [Signal(tok_bits, name=f"tokens_{i}") for i in range(len(TOKEN_QUEUES))]
-        inc = [Signal(range(len(plan.fed) + 2), name=f"tok_inc_{i}") for i in range(len(TOKEN_QUEUES))]
+        inc = [Signal(range(len(plan.fed) + 3), name=f"tok_inc_{i}") for i in range(len(TOKEN_QUEUES))]
         dec = [Signal(name=f"tok_dec_{i}") for i in range(len(TOKEN_QUEUES))]
         for t, i_, d_ in zip(tokens, inc, dec):
             m.d.sync += t.eq(t + i_ - d_)
@@ -162,11 +158,25 @@ class Accelerator(wiring.Component):
         mm = MatmulUnit(plan, addr_bits)
         m.submodules.matmul = mm
         by_name = {b.name: mem for b, mem in zip(plan.buffers, bufs)}
+        # the post unit: each buffer's first engine reader is shared with it (the compute queue runs a POST only
+        # when no MATMUL is in flight, and a MATMUL only when the POST is done); its own writer is each buffer's last
+        post = PostUnit(plan, addr_bits, {b.name: b.line_bytes for b in plan.buffers},
+                        round_half_up="round_half_up" in self.faults)
+        m.submodules.post = post
         for tag, name in (("w", "weights"), ("k", "kv"), ("a", "activations")):
             for p in range(plan.design.buffers[name].ports):
-                connect(m, getattr(mm, f"rd_{tag}{p}"), getattr(by_name[name], f"r{2 + p}"))
+                mine, port = getattr(mm, f"rd_{tag}{p}"), getattr(by_name[name], f"r{2 + p}")
+                if p:
+                    connect(m, mine, port)
+                    continue
+                theirs = getattr(post, f"rd_{name}")
+                m.d.comb += [port.en.eq(mine.en | theirs.en), port.addr.eq(Mux(post.idle, mine.addr, theirs.addr)),
+                             mine.data.eq(port.data), theirs.data.eq(port.data)]
         for i, e in enumerate(plan.fed):
             connect(m, getattr(mm, f"wr{e.index}"), getattr(by_name["activations"], f"w{2 + i}"))
+        for name in POST_WRITES:
+            connect(m, getattr(post, f"wr_{name}"), getattr(by_name[name], f"w{by_name[name].writers - 1}"))
+        compute_idle = mm.idle & post.idle
 
         # -- the queues ---------------------------------------------------------------------------------------------
         fifo_empty, idle = [], []
@@ -200,7 +210,7 @@ class Accelerator(wiring.Component):
                 # feeder (which takes the next one in the current one's last read cycle)
                 is_mm = hop == OPCODES["MATMUL"]
                 fence = _field(hi, "MATMUL", "fence")
-                m.d.comb += free.eq(Mux(is_mm, mm.accept & (~fence | mm.idle), mm.idle))
+                m.d.comb += free.eq(Mux(is_mm, mm.accept & (~fence | mm.idle) & post.idle, compute_idle))
 
             tokens_ok = Signal(name=f"{qname}_tokens_ok")
             conds = []
@@ -237,7 +247,8 @@ class Accelerator(wiring.Component):
                     now = now | (mover.finish & Mux(transfer_start, flags[f], pushes[f]))
                     m.d.comb += inc[t].eq(now)
                 else:                           # the compute queue: SYNC now, MATMUL when the unit says
-                    extra = mm.push_prev_now if f == "push_prev" else mm.push_next_now
+                    extra = (mm.push_prev_now + post.push_prev_now if f == "push_prev"
+                             else mm.push_next_now + post.push_next_now)
                     m.d.comb += inc[t].eq(now + extra)
             if mover is None:
                 mm_start = start & (hop == OPCODES["MATMUL"])
@@ -249,6 +260,8 @@ class Accelerator(wiring.Component):
                              mm.m.eq(_field(hi, "MATMUL", "m")), mm.k.eq(_field(hi, "MATMUL", "k")),
                              mm.n.eq(_field(hi, "MATMUL", "n")), mm.astride.eq(_field(hi, "MATMUL", "astride")),
                              mm.push_prev.eq(flags["push_prev"]), mm.push_next.eq(flags["push_next"])]
+                m.d.comb += [post.start.eq(start & (hop == OPCODES["POST"])), post.ins.eq(hi),
+                             post.push_prev.eq(flags["push_prev"]), post.push_next.eq(flags["push_next"])]
 
             if mover is not None:
                 load = qname == "load"
@@ -285,7 +298,7 @@ class Accelerator(wiring.Component):
                     connect(m, flipped(self.dram_wack), mover.dram_wack)
             fifo_empty.append(empty & ~push_q[qi])
             idle.append(Signal.like(free, name=f"{qname}_idle"))
-            m.d.comb += idle[-1].eq(free if mover is not None else mm.idle)
+            m.d.comb += idle[-1].eq(free if mover is not None else compute_idle)
 
         # -- run and the count ---------------------------------------------------------------------------------------
         finishing = running & (fin_seen | (dispatching & (opcode == OPCODES["FINISH"])))
