@@ -4,16 +4,17 @@ generated accelerator — every stage the program leaves in the buffers and the 
 path's, every byte of DRAM and the buffers equal to the simulator's, and the RTL's cycles equal to the simulator's.
 
 The default suite runs them at small sizes on small variants of the built-in designs (``@small``: engines of at
-most 4 rows × 32 lanes, quick to build), each block on two designs — one of them port-limited or slow on DRAM or
-both. ``-m slow`` runs the table of ``lowbit verify accelerator`` (docs/accelerator.md): larger blocks on the
-built-in designs themselves.
+most 4 rows × 32 lanes, buffers of 64 KiB, quick to build and run): the ternary-engine blocks (TernaryBERT, BitNet
+b1.58 and int8 linears, BitNet's FFN) and BiBERT's on two designs each — the second port-limited and slow on DRAM,
+or slow on DRAM —, QBB's and BiLLM's on one each. ``-m slow`` runs the table of ``lowbit verify accelerator``
+(docs/accelerator.md): larger blocks on the built-in designs themselves and their variants.
 """
 
 import pytest
 
 from .accel import DEFAULT_SHAPES, verify_shapes
 
-#: (shape, design): each block on two designs, six builds in all.
+#: (shape, design): six designs (builds) in all.
 SMALL_SHAPES = (
     ("ternarybert:12x64x40", "ternary@small"), ("bitnet-b1.58:8x96x24", "ternary@small"),
     ("int8:8x64x24", "ternary@small"), ("bitnet-ffn:6x64x96", "ternary@small"),
