@@ -308,9 +308,11 @@ def test_ctrl_c_exits_130_with_one_line_and_no_partial_file(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     # BiLLM's fidelity on real MiniLM weights: a minute of work, written at the end
+    # SIGINT restored in the child: a suite started in the background (`cmd &` without job control) runs with SIGINT
+    # ignored, which a child inherits, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "lowbit", "fidelity", "--methods", "billm", "-o",
                              str(out / "fidelity.md")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_until_torch_loads(proc)
         time.sleep(0.5)                          # into the work itself

@@ -72,8 +72,11 @@ def _spawn(*args) -> subprocess.Popen:
     env = dict(os.environ)
     # The workers import fsio from this checkout whatever is installed, and treat every warning as an error.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    # SIGINT restored in the child (the Ctrl-C test sends one): a suite started in the background runs with SIGINT
+    # ignored, which a child inherits
     return subprocess.Popen([sys.executable, "-W", "error", str(HERE), *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_line(proc: subprocess.Popen, expected: str) -> None:
