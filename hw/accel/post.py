@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.accelerator import POST_DIVIDE_STEPS, PostUnitSpec
 from isa.spec import BUFFER_SHIFT, BUFFERS, FORMATS, POST_FUNCTIONS
+from models import intpost
 
 from .memory import RunRead, RunWrite
 from .plan import POST_WRITES, AccelPlan, instruction_field
@@ -39,8 +40,8 @@ WRITES = POST_WRITES
 
 _FN = POST_FUNCTIONS
 _I8, _I16, _I32, _B1 = (FORMATS[f] for f in ("I8", "I16", "I32", "B1"))
-_RANGES = {_I8: (-(1 << 7), (1 << 7) - 1), _I16: (-(1 << 15), (1 << 15) - 1), _I32: (-(1 << 31), (1 << 31) - 1),
-           _B1: (0, 1)}
+#: Saturation bounds of each output format: models.intpost's, the one definition.
+_RANGES = {FORMATS[name]: intpost.FORMATS[name] for name in ("I8", "I16", "I32", "B1")}
 
 # what a slot reads (the role of its operand when it arrives)
 NONE, REC, COEF, ROWMUL, BIAS, SRC, THR, AM, Y, TABLE = range(10)
