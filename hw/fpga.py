@@ -1,19 +1,33 @@
-"""FPGA resources of a whole accelerator description: the engines synthesised, the buffers counted in block RAMs.
+"""FPGA resources of a whole accelerator description: the generated accelerator synthesised, beside the estimate
+it replaces.
 
-Engines are measured, not estimated: each engine kind that has an RTL generator goes through
-:func:`hw.synth.synthesize` (resources only, cached on disk) and its counts are multiplied by the slot's
-``count``. Buffers are not generated yet (the accelerator RTL comes later), so their block-RAM count is the
-packing rule of :func:`buffer_block_rams` — every bank its own set of blocks in the primitive's cheapest aspect
-ratio, one replica per read port — and says so in its ``method``.
+:func:`accelerator_resources` is the measurement: the whole accelerator of ``hw.accel`` (controller, movers, byte
+rotators, MATMUL and post units, engines, buffers) generated with its buffers in block-RAM form
+(:func:`hw.accel.ram.pumped_ram_module`) and synthesised by Yosys for the family, block RAM as the tool maps it;
+cached on disk under the design, the family, the Yosys version and a digest of the generator's sources, so a
+second ask costs nothing.
+
+:func:`estimate_resources` is what ``--fpga`` reported before the accelerator existed and is kept beside the
+measurement, with the error between them: the engines synthesised one by one (:func:`hw.synth.synthesize`) times
+their ``count``, and the buffers' block RAMs by the packing rule of :func:`buffer_block_rams` — every bank its own
+set of blocks in the primitive's cheapest aspect ratio, one replica per read port; no controller, movers, rotators
+or post unit. :func:`design_resources` returns both.
 """
 
+import hashlib
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .accelerator import Accelerator, BufferSpec
 from .engine import ENGINES
 from .synth import check_family, synthesize
 
-__all__ = ["BLOCK_RAMS", "BlockRam", "buffer_block_rams", "design_resources"]
+__all__ = ["BLOCK_RAMS", "BlockRam", "PARTS", "Part", "buffer_block_rams", "estimate_resources", "accelerator_resources",
+           "design_resources", "resource_error", "RESOURCES"]
+
+#: The resource classes reported, as :func:`hw.synth.count_resources` names them.
+RESOURCES = ("luts", "ffs", "carries", "dsps", "brams")
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,33 @@ BLOCK_RAMS = {
 }
 
 
+@dataclass(frozen=True)
+class Part:
+    """The part of a family lowbit's boards use, with the resources a design is checked against."""
+
+    name: str
+    luts: int
+    ffs: int
+    brams: int
+    dsps: int
+    source: str
+
+    def overflows(self, used: dict) -> list[str]:
+        """What of ``used`` (:data:`RESOURCES` counts) exceeds this part, each as ``"brams 412 > 208"``."""
+        return [f"{k} {used[k]:,} > {getattr(self, k):,}" for k in ("luts", "ffs", "brams", "dsps")
+                if used.get(k) is not None and used[k] > getattr(self, k)]
+
+
+PARTS = {
+    # iCEBreaker's part: 5,280 LUT4 (each with a flip-flop), 30 EBR of 4 Kbit, 8 SB_MAC16 (iCE40 UltraPlus
+    # family data sheet FPGA-DS-02008); its 4 SPRAM of 256 Kbit are not inferred by synth_ice40 and not counted
+    "ice40": Part("iCE40 UP5K", 5280, 5280, 30, 8, "Lattice FPGA-DS-02008, iCE40 UltraPlus family data sheet"),
+    # ULX3S-85F's part: 83,640 LUT4 and as many flip-flops, 208 DP16KD (18 Kbit), 156 18 × 18 multipliers
+    # (ECP5 family data sheet FPGA-DS-02012)
+    "ecp5": Part("ECP5 LFE5U-85F", 83640, 83640, 208, 156, "Lattice FPGA-DS-02012, ECP5 family data sheet"),
+}
+
+
 def buffer_block_rams(buffer: BufferSpec, family: str) -> int:
     """Blocks for ``buffer``: per bank, the cheapest aspect ratio with enough blocks side by side for a word and
     stacked for the bank's depth; every block is used as one read and one write port (a DRAM fill may write
@@ -50,8 +91,9 @@ def buffer_block_rams(buffer: BufferSpec, family: str) -> int:
     return buffer.banks * per_bank * buffer.ports
 
 
-def design_resources(design: Accelerator, family: str, **synth_options) -> dict:
-    """LUTs, FFs, carries, DSPs and block RAMs of ``design`` on ``family``, engine by engine.
+def estimate_resources(design: Accelerator, family: str, **synth_options) -> dict:
+    """The estimate: LUTs, FFs, carries, DSPs and block RAMs of ``design``'s engines on ``family``, engine by
+    engine, plus the buffers' block RAMs by :func:`buffer_block_rams`.
 
     ``synth_options`` go to :func:`hw.synth.synthesize` (``cache_dir``, ``timeout``, ...); Fmax and the
     transistor estimate are not run here. Engines without an RTL generator yet (the FP MAC, the systolic
@@ -79,5 +121,110 @@ def design_resources(design: Accelerator, family: str, **synth_options) -> dict:
             "block_ram": ram.name,
             "method": f"engines: synthesised with hw.synth (Yosys, resources only); buffers: {ram.name} blocks, "
                       f"per bank the cheapest aspect ratio, ceil(word/width) side by side × ceil(words/depth) "
-                      f"stacked, one replica per read port ({ram.source}); the vector unit and controller are not "
-                      f"generated yet and not counted"}
+                      f"stacked, one replica per read port ({ram.source}); the controller, movers, byte rotators "
+                      f"and post unit are not counted (the estimate the synthesised accelerator replaces)"}
+
+
+def _generator_digest() -> str:
+    """SHA-256 over the sources the accelerator's Verilog is generated from (``hw``, ``isa``, ``models``): a cached
+    synthesis is reused only for the generator that produced it."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for pkg in ("hw", "isa", "models"):
+        for f in sorted((root / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def accelerator_resources(design: Accelerator, family: str, *, cache_dir=None, use_cache: bool = True,
+                          timeout: float | None = None, work_dir=None, progress=None) -> dict:
+    """The whole generated accelerator of ``design`` synthesised for ``family`` (Yosys, resources only).
+
+    Returns ``luts``, ``ffs``, ``carries``, ``dsps``, ``brams`` (:data:`RESOURCES`), ``cells``, ``ram_phases``
+    (the memory clock the block-RAM buffers need, in system clocks), ``verilog_bytes``, ``seconds`` (generation
+    and synthesis), ``cached``. ``progress(text)`` is told each step. Raises ``ValueError`` for a design the
+    generator refuses (before anything runs), :class:`hw.synth.ToolMissing` / :class:`hw.synth.ToolError` as
+    :func:`hw.synth.synthesize` does."""
+    from .accel.plan import AccelPlan
+    from .synth import (FLOW_VERSION, _cache_lock, _check_tool, _read_entry, _write_entry, cache_key,
+                        default_cache_dir, synthesize_verilog)
+
+    family = check_family(family)
+    plan = AccelPlan.of(design)           # refuses what cannot be generated, naming it, before any tool runs
+    say = progress or (lambda text: None)
+    inputs = {"flow": FLOW_VERSION, "what": "accelerator", "design": design.to_dict(), "family": family,
+              "yosys": _check_tool("yosys"), "generator": _generator_digest()}
+    key = cache_key(inputs)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache / f"accel-{key}.json"
+    if use_cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    from contextlib import nullcontext
+    with (_cache_lock(cache, f"accel-{key}", f"synthesis of the {design.name} accelerator for {family}")
+          if use_cache else nullcontext()):
+        stored = _read_entry(path, key) if use_cache else None
+        if stored is not None:
+            return {**stored, "cached": True}
+        from .accel.export import MODULE, generate
+        from .accel.top import ram_phases
+
+        t0 = time.perf_counter()
+        say(f"generating the {design.name} accelerator (buffers in block-RAM form)")
+        phases = ram_phases(plan)
+        text = generate(plan, ram_form="pumped")
+        t_gen = time.perf_counter() - t0
+        say(f"synthesising it for {family} with Yosys ({len(text) / 1e6:.1f} MB of Verilog)")
+        # classic ABC from the start: abc9 asserted on the accelerator after minutes on ECP5 (Yosys 0.70) and ran
+        # for over ten minutes on iCE40 where classic ABC takes one
+        r = synthesize_verilog(text, MODULE, family, what=f"the {design.name} accelerator", classic_abc=True,
+                               cache_dir=cache_dir, use_cache=use_cache, timeout=timeout, work_dir=work_dir)
+        result = {k: r[k] for k in (*RESOURCES, "cells", "yosys", "synth_note")}
+        result.update(ram_phases=phases, verilog_bytes=len(text), generate_seconds=round(t_gen, 3),
+                      seconds=round(time.perf_counter() - t0, 3) if not r["cached"] else round(t_gen, 3))
+        if use_cache:
+            _write_entry(path, key, inputs, result)
+    return {**result, "cached": False}
+
+
+def resource_error(estimate: dict, measured: dict) -> dict:
+    """Relative error of the estimate against the synthesised count, per resource: ``(estimate − measured) /
+    measured``; None where nothing was measured (a count of 0 against an estimate of 0 is no error)."""
+    out = {}
+    for k in RESOURCES:
+        e, m = estimate.get(k), measured.get(k)
+        if e is None or m is None:
+            out[k] = None
+        elif m == 0:
+            out[k] = 0.0 if e == 0 else None
+        else:
+            out[k] = (e - m) / m
+    return out
+
+
+def design_resources(design: Accelerator, family: str, *, synthesize_accelerator: bool = True,
+                     timeout: float | None = None, progress=None, **synth_options) -> dict:
+    """``--fpga``: the synthesised accelerator (:func:`accelerator_resources`), the estimate it replaces
+    (:func:`estimate_resources`) and the error between them.
+
+    ``synthesized`` is None when it was not asked for, or when the accelerator cannot be generated or synthesised
+    (``synthesis_problem`` says why: e.g. an engine without a generator makes MATMULs on it refused, but the
+    design still builds; a timeout); the estimate is always there. ``synth_options`` go to both (``cache_dir``,
+    ``use_cache``)."""
+    family = check_family(family)
+    est = estimate_resources(design, family, **synth_options)
+    out = {"family": family, "estimate": est, "synthesized": None, "synthesis_problem": None, "error": None,
+           "block_ram": est["block_ram"]}
+    if not synthesize_accelerator:
+        out["synthesis_problem"] = "not asked for (estimate only)"
+        return out
+    from .synth import ToolError
+    try:
+        syn = accelerator_resources(design, family, timeout=timeout, progress=progress,
+                                    **{k: v for k, v in synth_options.items() if k in ("cache_dir", "use_cache")})
+    except (ToolError, ValueError) as exc:     # ValueError: hw.accel.plan refuses to build the design
+        out["synthesis_problem"] = str(exc).splitlines()[0]
+        return out
+    out["synthesized"] = syn
+    out["error"] = resource_error(est["total"], syn)
+    return out

@@ -50,7 +50,7 @@ from fsio import file_lock, write_json_atomic, write_text_atomic
 from .params import UnitParams
 
 __all__ = [
-    "FAMILIES", "INSTALL_HINT", "TABLE_COLUMNS", "SynthResult", "ToolError", "ToolMissing", "cache_key",
+    "FAMILIES", "INSTALL_HINT", "synthesize_verilog", "TABLE_COLUMNS", "SynthResult", "ToolError", "ToolMissing", "cache_key",
     "check_family", "count_resources", "default_cache_dir", "parse_nextpnr_log", "parse_stat_json",
     "parse_transistors", "results_table", "synthesize", "write_csv",
 ]
@@ -342,6 +342,15 @@ def _ecp5_classic_abc_cmd(top: str, *, for_pnr: bool) -> str:
             f"synth_ecp5 {flags} -top {top} -run map_cells:")
 
 
+def _ice40_classic_abc_cmd(top: str) -> str:
+    """``synth_ice40`` with its ``map_luts`` step done by classic ``abc -lut 4`` in place of ``abc9``: on a whole
+    accelerator abc9 ran for over ten minutes where classic ABC takes about one (the carry chains stay wrapped
+    in their boxes through ABC, as abc9 leaves them)."""
+    return (f"synth_ice40 -top {top} -run :map_luts\ntechmap -map +/ice40/latches_map.v\nabc -lut 4\n"
+            f"ice40_wrapcarry -unwrap\ntechmap -map +/ice40/ff_map.v\nclean\nopt_lut -tech ice40\n"
+            f"synth_ice40 -top {top} -run map_cells:")
+
+
 def _is_abc9_assertion(error: ToolError) -> bool:
     """Yosys 0.70's abc9 asserts while reintegrating some ECP5 netlists (ternary 16 × 4, int8 16 × 2, …)."""
     text = str(error)
@@ -586,6 +595,62 @@ def synthesize(params: UnitParams, family: str, *, fmax: bool = True, transistor
         if use_cache:
             _write_entry(result_path, key, inputs, result.to_dict())
     return result
+
+
+def synthesize_verilog(text: str, top: str, family: str, *, what: str | None = None, classic_abc: bool = False,
+                       cache_dir=None, use_cache: bool = True, work_dir=None,
+                       timeout: float | None = None) -> dict:
+    """Resources of the Verilog design ``top`` (``text``: every module it instantiates) on ``family``: Yosys's
+    ``synth_<family>`` as :func:`synthesize` runs it on a unit, block RAM mapped as the tool maps it.
+
+    Cached like :func:`synthesize`, keyed by the text's SHA-256, the family and the Yosys version. Returns
+    ``luts``, ``ffs``, ``carries``, ``brams``, ``dsps`` (:func:`count_resources`), ``cells`` (by type),
+    ``seconds``, ``cached``, ``yosys`` and ``synth_note``. ``classic_abc`` maps ECP5 LUTs with classic
+    ``abc -lut 4`` from the start, for netlists on which Yosys 0.70's abc9 is known to assert (it would be tried
+    first, and the fallback taken after minutes); iCE40 LUTs likewise, where abc9 is too slow on them. Raises as :func:`synthesize` does."""
+    check_family(family)
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    yosys = _check_tool("yosys")
+    what = what or top
+    if classic_abc and family == "ecp5":
+        cmd = _ecp5_classic_abc_cmd(top, for_pnr=False)
+    elif classic_abc and family == "ice40":
+        cmd = _ice40_classic_abc_cmd(top)
+    else:
+        cmd = _synth_cmd(family, top, for_pnr=False)
+    script = f"read_verilog -sv design.v\n{cmd}\ntee -q -o stat.json stat -json\n"
+    inputs = {"flow": FLOW_VERSION, "what": "verilog", "top": top, "family": family, "yosys": yosys,
+              "script": script, "verilog_sha256": _sha256(text)}
+    key = cache_key(inputs)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache / f"verilog-{key}.json"
+    if use_cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    with _cache_lock(cache, f"verilog-{key}", f"synthesis of {what} for {family}") if use_cache else nullcontext():
+        stored = _read_entry(path, key) if use_cache else None
+        if stored is not None:
+            return {**stored, "cached": True}
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="lowbit-synth-") as tmp:
+            wd = Path(work_dir) if work_dir is not None else Path(tmp)
+            wd.mkdir(parents=True, exist_ok=True)
+            (wd / "design.v").write_text(text)
+            fell_back = _run_synth_script(wd, "synth.ys", "synth.log", script, family, top, for_pnr=False,
+                                          timeout=timeout)
+            cells = parse_stat_json((wd / "stat.json").read_text())
+        note = None
+        if fell_back or (classic_abc and family == "ecp5"):
+            note = "LUTs mapped with classic 'abc -lut 4' inside synth_ecp5 (Yosys 0.70's abc9 asserts in " \
+                   "abc_ops_reintegrate on such netlists)"
+        elif classic_abc and family == "ice40":
+            note = "LUTs mapped with classic 'abc -lut 4' inside synth_ice40 (abc9 takes over ten minutes on " \
+                   "such netlists)"
+        result = {**count_resources(family, cells), "cells": cells, "family": family, "top": top,
+                  "seconds": round(time.perf_counter() - t0, 3), "yosys": yosys, "synth_note": note}
+        if use_cache:
+            _write_entry(path, key, inputs, result)
+    return {**result, "cached": False}
 
 
 def _place_and_route(family: str, seed: int, wd: Path, timeout: float | None) -> tuple:

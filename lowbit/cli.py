@@ -129,8 +129,8 @@ def _save_npz_atomic(path: Path, **arrays) -> None:
 def _cmd_verilog(args) -> int:
     if args.unit == "accelerator":
         return _verilog_accelerator(args)
-    if args.design is not None or args.imem_depth is not None:
-        raise UsageError("--design and --imem-depth are for `lowbit verilog accelerator`, not for a unit")
+    if args.design is not None or args.imem_depth is not None or args.ram_form is not None:
+        raise UsageError("--design, --imem-depth and --ram-form are for `lowbit verilog accelerator`, not for a unit")
     from .unit_args import params_from_args
 
     params = params_from_args(args)
@@ -164,7 +164,7 @@ def _verilog_accelerator(args) -> int:
     from hw.accel.export import write_accelerator
 
     start = time.perf_counter()
-    verilog_path, manifest_path = write_accelerator(plan, out)
+    verilog_path, manifest_path = write_accelerator(plan, out, ram_form=args.ram_form or "behavioral")
     b = ", ".join(f"{x.name} {x.size_bytes:,} B in {x.line_bytes}-byte lines" for x in plan.buffers)
     print(f"wrote {verilog_path} and {manifest_path.name} ({plan.design.name}: {b}; {plan.imem_depth} "
           f"instructions) in {time.perf_counter() - start:.1f} s")
@@ -369,6 +369,8 @@ def _cmd_simulate_model(args) -> int:
 
     from reports.model import model_result, resolve_design
 
+    if args.fpga_estimate and not args.fpga:
+        raise UsageError("--fpga-estimate needs --fpga FAMILY (the family to estimate for)")
     program = None
     if args.program:
         from isa.encoding import read
@@ -384,7 +386,10 @@ def _cmd_simulate_model(args) -> int:
         from hw.synth import ToolError, ToolMissing
         try:
             design = load_design(resolve_design(args.design, args.scheme)[0])
-            result["area"]["fpga"] = design_resources(design, args.fpga)
+            with _ticker(f"synthesising the {design.name} accelerator for {args.fpga} (cached afterwards)") as tick:
+                result["area"]["fpga"] = design_resources(design, args.fpga,
+                                                          synthesize_accelerator=not args.fpga_estimate,
+                                                          timeout=args.synth_timeout, progress=tick)
         except (ToolMissing, ToolError) as exc:      # as `lowbit synth`: 2 for a missing tool, 1 for a failed run
             print(f"lowbit: error: {exc}", file=sys.stderr)
             return 2 if isinstance(exc, ToolMissing) else 1
@@ -410,13 +415,8 @@ def _cmd_simulate_model(args) -> int:
     print(f"  area: {result['area']['asic_mm2']:.3f} mm² ({result['area']['tech']} estimate); model "
           f"{result['model_size_bytes']:,} bytes; simulated in {result['wall_seconds']:.2f} s")
     if args.fpga:
-        f = result["area"]["fpga"]
-        t = f["total"]
-        print(f"  {f['family']}: {t['luts']:,} LUTs, {t['ffs']:,} FFs, {t['dsps']} DSPs in the engines; {t['brams']} "
-              f"{f['block_ram']} (buffers {f['buffer_brams']})")
-        for eng in f["engines"]:
-            if eng["luts"] is None:
-                print(f"    {eng['unit']} ×{eng['count']}: {eng['note']}")
+        for line in fpga_lines(result["area"]["fpga"]):
+            print(f"  {line}")
     if args.per_layer:
         import pandas as pd
 
@@ -424,6 +424,66 @@ def _cmd_simulate_model(args) -> int:
         from reports.model import PER_LAYER_COLUMNS
         print(markdown_table(pd.DataFrame(result["per_layer"], columns=PER_LAYER_COLUMNS)))
     return 0
+
+
+def fpga_lines(f: dict) -> list[str]:
+    """``--fpga`` in words: the synthesised accelerator, the estimate it replaces, the error between them."""
+    est, syn, ram = f["estimate"]["total"], f["synthesized"], f["block_ram"]
+    out = []
+    if syn is not None:
+        how = "cached" if syn["cached"] else f"{syn['seconds']:,.0f} s"
+        out.append(f"{f['family']}, the whole accelerator synthesised ({how}): {syn['luts']:,} LUTs, {syn['ffs']:,} "
+                   f"FFs, {syn['carries']:,} carries, {syn['dsps']} DSPs, {syn['brams']:,} {ram}; its block-RAM "
+                   f"buffers need a memory clock of {syn['ram_phases']}× the system clock")
+    else:
+        out.append(f"{f['family']}: the accelerator not synthesised: {f['synthesis_problem']}")
+    out.append(f"estimate (engines synthesised one by one, buffers by packing rule): {est['luts']:,} LUTs, "
+               f"{est['ffs']:,} FFs, {est['dsps']} DSPs, {est['brams']:,} {ram}")
+    if f["error"] is not None:
+        err = ", ".join(f"{k} {v:+.0%}" for k, v in f["error"].items() if v is not None)
+        out.append(f"estimate's error against synthesis: {err}")
+    for eng in f["estimate"]["engines"]:
+        if eng["luts"] is None:
+            out.append(f"  {eng['unit']} ×{eng['count']}: {eng['note']}")
+    return out
+
+
+class _ticker:
+    """Elapsed time of a long step on stderr (rewritten in place on a terminal, a line a minute otherwise); the
+    step's own ``progress(text)`` messages replace the label."""
+
+    def __init__(self, label: str):
+        self.label, self.t0, self._stop = label, time.perf_counter(), None
+
+    def __call__(self, text: str) -> None:
+        self.label = text
+        self._show(force=True)
+
+    def _show(self, force: bool = False) -> None:
+        s = int(time.perf_counter() - self.t0)
+        if sys.stderr.isatty():
+            print(f"\r      {self.label} … {s // 60}:{s % 60:02d}", end="", file=sys.stderr, flush=True)
+        elif force or s % 60 == 0:
+            print(f"      {self.label} … {s // 60}:{s % 60:02d}", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+
+        def run():
+            while not self._stop.wait(1.0):
+                self._show()
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        if sys.stderr.isatty():
+            print(file=sys.stderr, flush=True)
+        return False
 
 
 def program_summary(prog: dict, cycles: int) -> str:
@@ -642,6 +702,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--design", help="with unit `accelerator`: built-in design name or a design file")
     v.add_argument("--imem-depth", dest="imem_depth", type=_positive_int,
                    help="with unit `accelerator`: instructions the instruction memory holds (default 1024)")
+    v.add_argument("--ram-form", choices=("behavioral", "pumped"),
+                   help="with unit `accelerator`: the buffers' RAMs for simulation (behavioral, the default) or in "
+                        "block-RAM form for FPGA synthesis (pumped: a mem_clk input at the manifest's ram_phases "
+                        "× clk)")
     v.set_defaults(func=_cmd_verilog)
 
     synth_cli.register(sub)
@@ -695,7 +759,14 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--per-layer", action="store_true", help="add a table of every operation")
     sm.add_argument("--counters", action="store_true", help="list every energy counter in the JSON")
     sm.add_argument("--fpga", choices=FAMILIES,
-                    help="also synthesise the engines for this FPGA family (cached) and count buffer block RAMs")
+                    help="also the FPGA resources: the whole generated accelerator synthesised for this family "
+                         "(cached), beside the estimate it replaces and the error between them")
+    sm.add_argument("--fpga-estimate", action="store_true",
+                    help="with --fpga: the estimate only (engines one by one, buffers by packing rule), no "
+                         "synthesis of the accelerator")
+    sm.add_argument("--synth-timeout", type=_positive_int, default=3600,
+                    help="with --fpga: seconds the synthesis may take (default 3600); the estimate is shown "
+                         "either way")
     mapping_help = ("mapping policy overrides, e.g. loop_order=tokens-outer,double_buffer=false,"
                     "weights=resident-if-fits (default: the design file's [mapping] table)")
     sm.add_argument("--mapping", help=mapping_help)

@@ -59,14 +59,14 @@ def _lines(data: np.ndarray, width: int, lines: int) -> np.ndarray:
     return out.reshape(lines, width)
 
 
-def bench_verilog(plan: AccelPlan, dram_bytes: int, faults=()) -> str:
+def bench_verilog(plan: AccelPlan, dram_bytes: int, faults=(), ram_form: str = "behavioral") -> str:
     """The Verilog of the bench top (the accelerator and the DRAM model) for ``plan``, with ``faults`` planted
-    (``hw.accel.top.Accelerator.FAULTS``)."""
+    (``hw.accel.top.Accelerator.FAULTS``) and the buffers' RAMs in ``ram_form``."""
     from hw.accel.export import generate
 
     from .accel_bench import AccelBench
 
-    return generate(plan, AccelBench(plan, dram_bytes, faults=faults))
+    return generate(plan, AccelBench(plan, dram_bytes, faults=faults, ram_form=ram_form))
 
 
 def _imem_depth(n: int) -> int:
@@ -79,11 +79,12 @@ def _imem_depth(n: int) -> int:
 def run_programs(design, runs: list[tuple[Program, Memories]], *, stall: bool | list[bool] = False, seed: int = 1,
                  simulator: str = DEFAULT_SIMULATOR, imem_depth: int | None = None, dram_bytes: int | None = None,
                  work_dir: Path | None = None, cache_dir: Path | None = None, log=None,
-                 faults=(), dead_dram: bool = False) -> AccelBatch:
+                 faults=(), dead_dram: bool = False, ram_form: str = "behavioral") -> AccelBatch:
     """Run each ``(program, memories)`` of ``runs`` on the accelerator RTL of ``design``; ``stall`` (one flag, or one
     per run) makes the DRAM model refuse requests at random (seeded by ``seed`` + the run's index).
     ``faults`` plants bugs in the controller (to see the comparison fail); ``dead_dram``: a DRAM that takes no
-    request (a board without DRAM). Each program is validated and checked by
+    request (a board without DRAM); ``ram_form="pumped"``: the buffers in the block-RAM form FPGA synthesis maps
+    (the bench then drives the memory clock too). Each program is validated and checked by
     :meth:`AccelPlan.check_program` first."""
     check_simulator(simulator)
     depth = imem_depth or _imem_depth(max(len(p) for p, _ in runs))
@@ -97,6 +98,8 @@ def run_programs(design, runs: list[tuple[Program, Memories]], *, stall: bool | 
     # design with different images share one build (the model cache is keyed by the Verilog)
     need = max(mem.dram.size for _, mem in runs)
     dram_bytes = dram_bytes or max(1 << 16, 1 << max(0, need - 1).bit_length())
+    from hw.accel.top import ram_phases
+
     from .accel_bench import dram_line_bytes
     dline = dram_line_bytes(plan)
     dlines = -(-dram_bytes // dline)
@@ -106,10 +109,11 @@ def run_programs(design, runs: list[tuple[Program, Memories]], *, stall: bool | 
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         source = run_dir / f"{TOP}.v"
-        write_text_atomic(source, bench_verilog(plan, dram_bytes, faults))
+        write_text_atomic(source, bench_verilog(plan, dram_bytes, faults, ram_form))
         model = build_model(simulator, source, TOP, cache_dir=cache_dir, log=log)
         from sim.machine import run as sim_run
-        stim = {"n_runs": len(runs), "n_buffers": len(plan.buffers), "host_width": plan.max_line_bytes}
+        stim = {"n_runs": len(runs), "n_buffers": len(plan.buffers), "host_width": plan.max_line_bytes,
+                "mem_phases": np.int64(ram_phases(plan) if ram_form == "pumped" else 0)}
         for r, (program, mem) in enumerate(runs):
             words = np.zeros((len(program), 32), np.uint8)
             words[:] = program.words.view(np.uint8).reshape(len(program), 32)

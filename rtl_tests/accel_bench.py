@@ -33,11 +33,11 @@ def dram_line_bytes(plan: AccelPlan) -> int:
 class AccelBench(wiring.Component):
     module_name = "accel_bench"
 
-    def __init__(self, plan: AccelPlan, dram_bytes: int, *, faults=()):
+    def __init__(self, plan: AccelPlan, dram_bytes: int, *, faults=(), ram_form: str = "behavioral"):
         self.plan = plan
         self.dram_line_bytes = dram_line_bytes(plan)
         self.dram_lines = -(-dram_bytes // self.dram_line_bytes)
-        self.acc = Accelerator(plan, faults=faults)
+        self.acc = Accelerator(plan, faults=faults, ram_form=ram_form)
         self._dram = LineMemory(self.dram_lines * self.dram_line_bytes, self.dram_line_bytes, plan.dram_lanes,
                                 writers=1, readers=1, read_domain="comb")
         N = plan.imem_depth

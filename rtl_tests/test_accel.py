@@ -110,6 +110,20 @@ def test_icarus_runs_the_same_programs():
         assert got.cycles == want.cycles, f"program {i}: Icarus {got.cycles}, simulator {want.cycles}"
 
 
+def test_block_ram_buffers_run_the_same_programs():
+    """The accelerator with its buffers in the block-RAM form FPGA synthesis maps (``ram_form="pumped"``: one
+    replica per reader, a memory clock at writers + 1 times the system clock; ``hw.fpga``) executes the same
+    programs with the same bytes and cycles."""
+    design, runs = _random_runs(DESIGN_SEEDS[0], 8)
+    assert sum(len(p.indices("MATMUL")) + len(p.indices("POST")) for p, _ in runs) >= 8
+    batch = run_programs(design, runs, ram_form="pumped")
+    for i, ((program, mem), got) in enumerate(zip(runs, batch.runs)):
+        want = _reference(program, design, mem)
+        assert got.finished, f"program {i} did not finish"
+        assert not _same_memories(want.memories, got.memories), f"program {i}: {_same_memories(want.memories, got.memories)}"
+        assert got.cycles == want.cycles, f"program {i}: RTL {got.cycles} cycles, simulator {want.cycles}"
+
+
 # -- a hand-derived program -----------------------------------------------------------------------------------------
 
 def _hand_design() -> Accelerator:

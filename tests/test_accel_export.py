@@ -68,12 +68,28 @@ def test_writes_verilog_and_a_manifest(tmp_path, capsys):
         assert run.returncode == 0, run.stderr[-2000:]
 
 
+def test_writes_the_block_ram_form(tmp_path, capsys):
+    out = tmp_path / "acc"
+    assert main(["verilog", "accelerator", "--design", str(_design(tmp_path)), "--imem-depth", "64",
+                 "--ram-form", "pumped", "-o", str(out)]) == 0
+    text = (out / "lowbit_accel.v").read_text()
+    m = json.loads((out / "lowbit_accel.json").read_text())
+    # the activations buffer's RAMs have the most writers: 2 movers, 1 result writer, the post unit, the host
+    assert m["ram_form"] == "pumped" and m["ram_phases"] == 6 and "mem_clk" in m["clocks"]
+    assert "mem_clk" in {p["name"] for p in m["ports"]}
+    assert "module lowbit_rampump_" in text and "module lowbit_ram_" not in text
+    if shutil.which("iverilog"):
+        run = subprocess.run(["iverilog", "-g2012", "-o", "/dev/null", "-s", "lowbit_accel", "lowbit_accel.v"],
+                             cwd=out, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["verilog", "accelerator", "-o", "{out}"], "needs --design"),
     (["verilog", "accelerator", "--design", "{design}", "--lanes", "4", "-o", "{out}"], "--lanes: unit options"),
     (["verilog", "accelerator", "--design", "nowhere", "-o", "{out}"], "unknown design 'nowhere'"),
     (["verilog", "ternary-mac", "--lanes", "4", "--rows", "2", "--design", "{design}", "-o", "{out}"],
-     "--design and --imem-depth are for `lowbit verilog accelerator`"),
+     "--design, --imem-depth and --ram-form are for `lowbit verilog accelerator`"),
     (["verilog", "accelerator", "--design", "{bad}", "-o", "{out}"], "buffers.activations.word_bits = 12"),
 ])
 def test_refusals_name_the_value(tmp_path, capsys, argv, message):

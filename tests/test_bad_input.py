@@ -282,6 +282,32 @@ def test_bad_numbers_are_refused_by_the_parser(capsys, argv, message):
     assert info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_fpga_options_without_a_family_are_refused(capsys):
+    _refused(["simulate", "model", "--model", "bert-base", "--scheme", "int8", "--fpga-estimate"], capsys,
+             "--fpga-estimate needs --fpga FAMILY")
+
+
+def test_fpga_estimate_prints_the_estimate_and_why_nothing_was_synthesised(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWBIT_CACHE", str(tmp_path))
+    design = tmp_path / "small.json"          # a small engine: its synthesis for the estimate takes seconds
+    design.write_text(json.dumps({
+        "name": "small", "clock_mhz": 50, "engines": [{"unit": "ternary-mac", "lanes": 4, "rows": 2, "max_k": 4096},
+                                                     {"unit": "fp-mac", "lanes": 2, "rows": 2}],
+        "buffers": {"weights": {"size_kib": 64, "word_bits": 64}, "activations": {"size_kib": 16, "word_bits": 64},
+                    "kv": {"size_kib": 16, "word_bits": 64}},
+        "dram": {"bandwidth_gbps": 1}, "vector": {"lanes": 2}}))
+    code, out, err = _run(["simulate", "model", "--model", "bert-base", "--scheme", "bitnet-b1.58", "--seq", 8,
+                           "--design", design, "--fpga", "ice40", "--fpga-estimate", "--json"], capsys)
+    assert code == 0, err
+    f = json.loads(out)["area"]["fpga"]
+    assert f["synthesized"] is None and "not asked" in f["synthesis_problem"]
+    # 64 KiB of weights, one read port, in 4 Kbit blocks
+    assert f["estimate"]["buffer_brams"]["weights"] == 64 * 1024 * 8 // 4096
+    code, out, err = _run(["simulate", "model", "--model", "bert-base", "--scheme", "bitnet-b1.58", "--seq", 8,
+                           "--design", design, "--fpga", "ice40", "--fpga-estimate"], capsys)
+    assert code == 0 and "the accelerator not synthesised: not asked for" in out and "estimate (" in out
+
+
 def test_sequence_longer_than_the_model_is_refused(capsys):
     _refused(["simulate", "model", "--model", "bert-base", "--scheme", "int8", "--seq", 513], capsys,
              "seq_len + decode_steps = 513 exceeds bert-base's 512 positions")

@@ -1,9 +1,11 @@
-"""FPGA resources of a whole design (hw/fpga.py): block-RAM packing by hand, engines through the real Yosys."""
+"""FPGA resources of a whole design (hw/fpga.py): the estimate (block-RAM packing by hand, engines through the real
+Yosys), the error against synthesis, and the whole accelerator synthesised (slow)."""
 
 import pytest
 
 from hw.accelerator import Accelerator, BufferSpec
-from hw.fpga import BLOCK_RAMS, buffer_block_rams, design_resources
+from hw.fpga import (BLOCK_RAMS, accelerator_resources, buffer_block_rams, design_resources,
+                     estimate_resources, resource_error)
 from hw.params import TernaryMacParams
 from hw.synth import synthesize
 
@@ -30,16 +32,19 @@ def test_buffer_block_rams(family, buffer, blocks):
     assert blocks * BLOCK_RAMS[family].bits >= buffer.size_bytes * 8 * buffer.ports
 
 
-def test_design_resources_are_the_synthesised_engines_times_their_count(tmp_path):
-    design = Accelerator.from_dict({
+TINY = {
         "name": "tiny", "clock_mhz": 50,
         "engines": [{"unit": "ternary-mac", "lanes": 2, "rows": 1, "max_k": 4, "count": 3},
                     {"unit": "fp-mac", "lanes": 2, "rows": 2}],
         "buffers": {"weights": {"size_kib": 2, "word_bits": 16}, "activations": {"size_kib": 1, "word_bits": 16},
                     "kv": {"size_kib": 1, "word_bits": 16}},
         "dram": {"bandwidth_gbps": 1}, "vector": {"lanes": 2},
-    })
-    res = design_resources(design, "ice40", cache_dir=tmp_path)
+}
+
+
+def test_estimate_is_the_synthesised_engines_times_their_count(tmp_path):
+    design = Accelerator.from_dict(TINY)
+    res = estimate_resources(design, "ice40", cache_dir=tmp_path)
     one = synthesize(TernaryMacParams(lanes=2, rows=1, max_k=4), "ice40", fmax=False, transistors=False,
                      cache_dir=tmp_path)
     ternary, fp = res["engines"]
@@ -50,4 +55,42 @@ def test_design_resources_are_the_synthesised_engines_times_their_count(tmp_path
     assert res["total"]["brams"] == 8 + 3 * one.brams
     assert res["total"]["luts"] == ternary["luts"]
     with pytest.raises(ValueError, match="gowin"):
+        estimate_resources(design, "gowin")
+    with pytest.raises(ValueError, match="gowin"):
         design_resources(design, "gowin")
+
+
+def test_resource_error_by_hand():
+    err = resource_error({"luts": 50, "ffs": 300, "carries": 0, "dsps": 2, "brams": None},
+                         {"luts": 200, "ffs": 100, "carries": 0, "dsps": 0, "brams": 8})
+    # (estimate − measured) / measured; nothing measured against something estimated has no ratio
+    assert err == {"luts": -0.75, "ffs": 2.0, "carries": 0.0, "dsps": None, "brams": None}
+
+
+def test_estimate_only_when_synthesis_is_not_asked(tmp_path):
+    res = design_resources(Accelerator.from_dict(TINY), "ice40", synthesize_accelerator=False, cache_dir=tmp_path)
+    assert res["synthesized"] is None and res["error"] is None
+    assert "not asked" in res["synthesis_problem"]
+    assert res["estimate"]["total"]["brams"] == 8 + sum(e["brams"] or 0 for e in res["estimate"]["engines"])
+
+
+@pytest.mark.parametrize("family", [pytest.param("ice40", marks=pytest.mark.slow), "ecp5"])
+def test_whole_accelerator_synthesised(family, tmp_path):
+    """The tiny design's whole accelerator through Yosys (ECP5 about 40 s, iCE40 about 80 s: slow): block RAM for
+    the instruction memory, the
+    three instruction FIFOs and the buffers' replicas, far more logic than the engines alone, and a second ask
+    answered from the cache."""
+    design = Accelerator.from_dict(TINY)
+    res = design_resources(design, family, cache_dir=tmp_path)
+    syn = res["synthesized"]
+    assert syn is not None, res["synthesis_problem"]
+    # the instruction memory alone, 1024 words of 256 bits, is 64 blocks of 4 Kbit (iCE40, 256 × 16: 16 wide × 4
+    # deep) or 16 of 18 Kbit (ECP5, 512 × 36: 8 wide × 2 deep); the FIFOs and the buffers' replicas come on top
+    imem = {"ice40": 64, "ecp5": 16}[family]
+    assert syn["brams"] > imem + res["estimate"]["total"]["brams"]
+    # the whole accelerator is far more than its engines; nothing big is left in flip-flops
+    assert syn["luts"] > 5 * res["estimate"]["total"]["luts"]
+    assert syn["ffs"] < 60_000
+    assert res["error"]["luts"] < -0.5
+    again = accelerator_resources(design, family, cache_dir=tmp_path)
+    assert again["cached"] and again["luts"] == syn["luts"]

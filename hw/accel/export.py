@@ -35,14 +35,15 @@ CYCLE_COUNT = ("cycles counts from the first instruction fetch (the cycle after 
                "(docs/isa.md §4)")
 
 
-def generate(plan: AccelPlan, component=None) -> str:
+def generate(plan: AccelPlan, component=None, *, ram_form: str = "behavioral") -> str:
     """The Verilog of the accelerator of ``plan`` (or of ``component``, e.g. a bench top around it) with the RAM
-    modules it instantiates."""
+    modules it instantiates; ``ram_form="pumped"``: the buffers in their block-RAM form (a ``mem_clk`` input,
+    :class:`hw.accel.top.Accelerator`)."""
     from amaranth.back import verilog
 
     from .top import Accelerator
 
-    top = component if component is not None else Accelerator(plan)
+    top = component if component is not None else Accelerator(plan, ram_form=ram_form)
     name = MODULE if component is None else getattr(component, "module_name", "accel_bench")
     text = verilog.convert(top, name=name, emit_src=False)
     mods = top.verilog_modules
@@ -74,9 +75,12 @@ def payload_layouts(plan: AccelPlan) -> dict:
     return out
 
 
-def write_accelerator(plan: AccelPlan, out_dir) -> tuple[Path, Path]:
-    """Write ``lowbit_accel.v`` and ``lowbit_accel.json`` (the manifest) into ``out_dir`` (atomically, as a set)."""
-    text = generate(plan)
+def write_accelerator(plan: AccelPlan, out_dir, *, ram_form: str = "behavioral") -> tuple[Path, Path]:
+    """Write ``lowbit_accel.v`` and ``lowbit_accel.json`` (the manifest) into ``out_dir`` (atomically, as a set);
+    ``ram_form="pumped"``: the buffers in block-RAM form (:mod:`hw.accel.ram`)."""
+    from .top import ram_phases
+
+    text = generate(plan, ram_form=ram_form)
     design = plan.design
     manifest = {
         "kind": "lowbit-accelerator",
@@ -93,6 +97,11 @@ def write_accelerator(plan: AccelPlan, out_dir) -> tuple[Path, Path]:
         "plan": {k: v for k, v in plan.manifest().items() if k != "buffers"},
         "dram_protocol": {**DRAM_PROTOCOL, "payloads": payload_layouts(plan)},
         "cycle_count": CYCLE_COUNT,
+        "ram_form": ram_form,
+        "ram_phases": ram_phases(plan) if ram_form == "pumped" else None,
+        "clocks": ({"clk": "the system clock"} if ram_form != "pumped" else
+                   {"clk": "the system clock", "mem_clk": f"the buffers' memory clock: {ram_phases(plan)} × clk, "
+                                                          "rising edges aligned with clk's (hw/accel/ram.py)"}),
         "generator": {"lowbit": _version(), "amaranth": version("amaranth")},
     }
     out = Path(out_dir)

@@ -12,7 +12,7 @@ from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal, unsign
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .ram import RamShape, ShiftShape, ram_module, shift_module
+from .ram import RAM_FORMS, RamShape, ShiftShape, pumped_ram_module, ram_module, shift_module
 
 __all__ = ["RunWrite", "RunRead", "LineMemory", "SLICE_BYTES"]
 
@@ -43,10 +43,17 @@ class RunRead(wiring.Signature):
 class LineMemory(wiring.Component):
     """``size_bytes`` bytes in lines of ``line_bytes``; ``writers`` run-write ports and ``readers`` run-read ports of
     ``lanes`` bytes, plus a line-wide ``host`` port (read or write one whole line). ``read_domain`` ``"sync"`` is a
-    buffer (registered reads, block-RAM style); ``"comb"`` is the bench's DRAM model (reads in the cycle asked)."""
+    buffer (registered reads, block-RAM style); ``"comb"`` is the bench's DRAM model (reads in the cycle asked).
+    ``ram_form`` (:data:`hw.accel.ram.RAM_FORMS`): ``"pumped"`` keeps the lines in the block-RAM form of
+    :func:`hw.accel.ram.pumped_ram_module`, clocked by the ``mem`` domain (``phases`` × the system clock)."""
 
     def __init__(self, size_bytes: int, line_bytes: int, lanes: int, *, writers: int, readers: int,
-                 read_domain: str = "sync"):
+                 read_domain: str = "sync", ram_form: str = "behavioral"):
+        if ram_form not in RAM_FORMS:
+            raise ValueError(f"ram_form {ram_form!r}: use one of {', '.join(RAM_FORMS)}")
+        if ram_form != "behavioral" and read_domain != "sync":
+            raise ValueError("only a buffer (read_domain 'sync') has a block-RAM form")
+        self.ram_form = ram_form
         if lanes > line_bytes:
             raise ValueError(f"runs of {lanes} bytes do not fit lines of {line_bytes}")
         self.line_bytes, self.lanes, self.read_domain = line_bytes, lanes, read_domain
@@ -75,8 +82,16 @@ class LineMemory(wiring.Component):
         """The Verilog modules this memory instantiates, by name (:mod:`hw.accel.ram`)."""
         mods = {s.name: shift_module(s) for s in (self._shl, self._shr)}
         for shape in self._slice_shapes():
-            mods[shape.name] = ram_module(shape)
+            if self.ram_form == "pumped":
+                mods[shape.pumped_name] = pumped_ram_module(shape)
+            else:
+                mods[shape.name] = ram_module(shape)
         return mods
+
+    @property
+    def ram_shapes(self) -> list:
+        """The RAM instances of one of the two (even, odd) memories: a shape per slice of the line."""
+        return [] if self.ram is None else self._slice_shapes()
 
     def _slice_shapes(self) -> list:
         return [RamShape(8 * (hi - lo), self.ram.depth, self.ram.writers, self.ram.readers)
@@ -114,11 +129,14 @@ class LineMemory(wiring.Component):
                     rports[parity].append((en, addr, dat))
                 for n, ((lo, hi), shape) in enumerate(zip(self.slices, self._slice_shapes())):
                     conns = {"i_clk": ClockSignal()}
+                    if self.ram_form == "pumped":
+                        conns["i_clk_mem"] = ClockSignal("mem")
                     for i, (en, addr, dat) in enumerate(wports[parity]):
                         conns.update({f"i_w{i}_en": en[lo:hi], f"i_w{i}_addr": addr, f"i_w{i}_data": dat[8 * lo:8 * hi]})
                     for i, (en, addr, dat) in enumerate(rports[parity]):
                         conns.update({f"i_r{i}_en": en, f"i_r{i}_addr": addr, f"o_r{i}_data": dat[8 * lo:8 * hi]})
-                    m.submodules[f"{('even', 'odd')[parity]}{n}"] = Instance(shape.name, **conns)
+                    module = shape.pumped_name if self.ram_form == "pumped" else shape.name
+                    m.submodules[f"{('even', 'odd')[parity]}{n}"] = Instance(module, **conns)
 
         for i in range(self.writers):
             w = getattr(self, f"w{i}")

@@ -9,11 +9,26 @@ registered read ports (``rdata`` holds the word read at the last cycle ``ren`` w
 synthesis tool infers block RAM from when the ports fit the device's. Writes of several ports to one word in one
 cycle land in port order (the last wins); the programs the accelerator runs never do that (``sim.progen.races``).
 The small memories (instruction memory, index FIFOs, the bench's DRAM model) stay ``lib.memory``.
+
+A buffer memory has several write ports (the two movers, the result writers, the post unit, the host), and no FPGA
+block RAM has more than one or two. :func:`pumped_ram_module` is the same RAM in the form FPGA tools map to block
+RAM — multi-pumping: a memory clock ``clk_mem`` at :attr:`RamShape.phases` times the system clock, edges aligned;
+one replica per read port, each a simple dual-port RAM (one write, one read port, what ``SB_RAM40_4K`` and
+``DP16KD`` both are); in the first memory cycle of a system cycle every replica reads for its reader, then writer
+``i`` writes every replica in memory cycle ``i + 1``. Reads therefore see the state before the system cycle's
+writes and the writes land in port order, as in :func:`ram_module`, so the two are equal cycle for cycle
+(``rtl_tests/test_pumped_ram.py`` checks it on Icarus, collisions included); no read ever meets a write in the
+same memory cycle, so the block RAM's collision behaviour never matters. The price is the memory clock (the
+system clock is at most the block RAM's Fmax over ``phases``) and one copy of the contents per read port.
 """
 
 from dataclasses import dataclass
 
-__all__ = ["RamShape", "ram_module", "ShiftShape", "shift_module"]
+__all__ = ["RamShape", "ram_module", "pumped_ram_module", "RAM_FORMS", "ShiftShape", "shift_module"]
+
+#: How a buffer's RAM is written (:class:`hw.accel.memory.LineMemory` ``ram_form``): ``behavioral`` for
+#: simulation (one clock, any number of ports), ``pumped`` for FPGA synthesis (block RAM, a memory clock).
+RAM_FORMS = ("behavioral", "pumped")
 
 
 @dataclass(frozen=True)
@@ -28,19 +43,28 @@ class RamShape:
         return f"lowbit_ram_w{self.width}_d{self.depth}_{self.writers}w{self.readers}r"
 
     @property
+    def pumped_name(self) -> str:
+        return self.name.replace("lowbit_ram_", "lowbit_rampump_", 1)
+
+    @property
     def addr_bits(self) -> int:
         return max(1, (self.depth - 1).bit_length())
+
+    @property
+    def phases(self) -> int:
+        """Memory cycles per system cycle in the pumped form: one for the reads, one per writer."""
+        return self.writers + 1
+
+    @property
+    def replicas(self) -> int:
+        """Copies of the contents in the pumped form: one per read port."""
+        return self.readers
 
 
 def ram_module(shape: RamShape) -> str:
     """The Verilog of one RAM shape (its module is :attr:`RamShape.name`)."""
-    w, a, nb = shape.width, shape.addr_bits, shape.width // 8
-    ports = ["input wire clk"]
-    for i in range(shape.writers):
-        ports += [f"input wire [{nb - 1}:0] w{i}_en", f"input wire [{a - 1}:0] w{i}_addr",
-                  f"input wire [{w - 1}:0] w{i}_data"]
-    for i in range(shape.readers):
-        ports += [f"input wire r{i}_en", f"input wire [{a - 1}:0] r{i}_addr", f"output reg [{w - 1}:0] r{i}_data"]
+    w, nb = shape.width, shape.width // 8
+    ports = ["input wire clk", *_port_list(shape)]
     lines = [f"module {shape.name} (", ",\n".join(f"  {p}" for p in ports), ");",
              f"  reg [{w - 1}:0] mem [0:{shape.depth - 1}];",
              "  integer b;",
@@ -51,6 +75,72 @@ def ram_module(shape: RamShape) -> str:
     for i in range(shape.readers):
         lines += [f"    if (r{i}_en) r{i}_data <= mem[r{i}_addr];"]
     lines += ["  end", "endmodule", ""]
+    return "\n".join(lines)
+
+
+def _port_list(shape: RamShape) -> list[str]:
+    w, a, nb = shape.width, shape.addr_bits, shape.width // 8
+    ports = []
+    for i in range(shape.writers):
+        ports += [f"input wire [{nb - 1}:0] w{i}_en", f"input wire [{a - 1}:0] w{i}_addr",
+                  f"input wire [{w - 1}:0] w{i}_data"]
+    for i in range(shape.readers):
+        ports += [f"input wire r{i}_en", f"input wire [{a - 1}:0] r{i}_addr", f"output reg [{w - 1}:0] r{i}_data"]
+    return ports
+
+
+#: Bugs :func:`pumped_ram_module` can plant (``fault=``), to show its equivalence check fails on them: reads in
+#: the last memory cycle (after the writes), and writers in reverse order (the first, not the last, wins).
+PUMP_FAULTS = ("read_after_writes", "writers_reversed")
+
+
+def pumped_ram_module(shape: RamShape, fault: str | None = None) -> str:
+    """The Verilog of ``shape`` in block-RAM form (module :attr:`RamShape.pumped_name`; ports as
+    :func:`ram_module`'s plus ``clk_mem``, a clock at :attr:`RamShape.phases` × ``clk`` with rising edges aligned).
+
+    The memory domain finds the system cycle's first memory cycle from a toggle of ``clk``: the toggle changes at
+    a system edge and the memory domain sees the change one memory edge later, the first edge at which the
+    system cycle's inputs are visible. Memory edges ``1 … phases`` of a system cycle: edge 1 reads every replica
+    (its reader's address), edge ``i + 2`` writes writer ``i``'s bytes into every replica; ``r*_data`` takes the
+    replica's output at the next system edge when ``r*_en`` was high."""
+    if fault is not None and fault not in PUMP_FAULTS:
+        raise ValueError(f"unknown fault {fault!r}; known: {', '.join(PUMP_FAULTS)}")
+    w, a, nb, k = shape.width, shape.addr_bits, shape.width // 8, shape.phases
+    pb = max(1, (k - 1).bit_length())
+    read_at = k - 1 if fault == "read_after_writes" else 0
+    order = list(range(shape.writers))[::-1] if fault == "writers_reversed" else list(range(shape.writers))
+    lines = [f"module {shape.pumped_name} (", ",\n".join(f"  {p}" for p in
+                                                           ["input wire clk", "input wire clk_mem", *_port_list(shape)]),
+             ");",
+             "  // which memory cycle of the system cycle this is: `first` is the memory edge after a system edge",
+             "  reg tog = 1'b0, tog_q = 1'b0;",
+             f"  reg [{pb - 1}:0] ph = {pb}'d0;",
+             "  wire first = tog != tog_q;",
+             f"  wire [{pb - 1}:0] cur = first ? {pb}'d0 : ph;",
+             "  always @(posedge clk) tog <= ~tog;",
+             "  always @(posedge clk_mem) begin",
+             "    tog_q <= tog;",
+             "    ph <= cur + 1'b1;",
+             "  end",
+             "  // the one write port of every replica: writer i in memory cycle i + 1",
+             f"  reg [{nb - 1}:0] we;", f"  reg [{a - 1}:0] wa;", f"  reg [{w - 1}:0] wd;",
+             "  always @* begin",
+             f"    we = {nb}'d0;", f"    wa = {a}'d0;", f"    wd = {w}'d0;",
+             "    case (cur)"]
+    for slot, i in enumerate(order):
+        lines.append(f"      {pb}'d{slot + 1}: begin we = w{i}_en; wa = w{i}_addr; wd = w{i}_data; end")
+    lines += ["      default: ;", "    endcase", "  end"]
+    for r in range(shape.readers):
+        lines += [f"  reg [{w - 1}:0] rep{r} [0:{shape.depth - 1}];",
+                  f"  reg [{w - 1}:0] q{r};",
+                  f"  integer b{r};",
+                  "  always @(posedge clk_mem) begin",
+                  f"    for (b{r} = 0; b{r} < {nb}; b{r} = b{r} + 1)",
+                  f"      if (we[b{r}]) rep{r}[wa][b{r}*8 +: 8] <= wd[b{r}*8 +: 8];",
+                  f"    if (cur == {pb}'d{read_at} && r{r}_en) q{r} <= rep{r}[r{r}_addr];",
+                  "  end",
+                  f"  always @(posedge clk) if (r{r}_en) r{r}_data <= q{r};"]
+    lines += ["endmodule", ""]
     return "\n".join(lines)
 
 

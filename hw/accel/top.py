@@ -27,7 +27,7 @@ from .mover import Mover, dram_read_data, dram_read_request, dram_write_ack, dra
 from .plan import DRAM, AccelPlan, instruction_field as _field
 from .post import WRITES as POST_WRITES, PostUnit
 
-__all__ = ["Accelerator"]
+__all__ = ["Accelerator", "ram_phases"]
 
 WORD_BITS = 256
 
@@ -44,6 +44,10 @@ class Accelerator(wiring.Component):
       cycle), while not running;
     * the DRAM port: ``dram_rreq``/``dram_rdata`` (reads, load queue) and ``dram_wreq``/``dram_wack`` (writes,
       store queue), streams as :mod:`hw.accel.mover` documents.
+
+    ``ram_form="pumped"`` builds the buffers in their block-RAM form (:func:`hw.accel.ram.pumped_ram_module`, what
+    FPGA synthesis maps): the module then has a ``mem_clk`` input, a clock at :attr:`ram_phases` times ``clk``
+    with rising edges aligned. Behaviour is the same cycle for cycle (``rtl_tests/test_pumped_ram.py``).
     """
 
     #: Bugs :meth:`__init__` can plant (``faults=``), to show that the verification fails on them: a queue that
@@ -51,7 +55,7 @@ class Accelerator(wiring.Component):
     #: rounds ties up instead of to even.
     FAULTS = ("ignore_pops", "stride_plus_one", "round_half_up")
 
-    def __init__(self, plan: AccelPlan, *, faults=()):
+    def __init__(self, plan: AccelPlan, *, faults=(), ram_form: str = "behavioral"):
         unknown = set(faults) - set(self.FAULTS)
         if unknown:
             raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(self.FAULTS)}")
@@ -64,8 +68,9 @@ class Accelerator(wiring.Component):
         self.buffer_memories = [
             LineMemory(b.size_bytes, b.line_bytes, b.line_bytes,
                        writers=2 + (len(plan.fed) if b.name == "activations" else 0) + (b.name in POST_WRITES),
-                       readers=2 + d.buffers[b.name].ports)
+                       readers=2 + d.buffers[b.name].ports, ram_form=ram_form)
             for b in plan.buffers]
+        self.ram_form = ram_form
         self.line_bits = 8 * plan.max_line_bytes
         super().__init__({
             "run": In(1), "running": Out(1), "finished": Out(1), "cycles": Out(32), "error": Out(1),
@@ -76,6 +81,11 @@ class Accelerator(wiring.Component):
             "dram_rreq": Out(dram_read_request(D)), "dram_rdata": In(dram_read_data(D)),
             "dram_wreq": Out(dram_write_request(D)), "dram_wack": In(dram_write_ack(D)),
         })
+
+    @property
+    def ram_phases(self) -> int:
+        """Memory cycles per system cycle the pumped buffers need: the most of any RAM (its writers + 1)."""
+        return max(shape.phases for mem in self.buffer_memories for shape in mem.ram_shapes)
 
     @property
     def verilog_modules(self) -> dict[str, str]:
@@ -99,14 +109,20 @@ class Accelerator(wiring.Component):
         cycle = Signal(32)
         m.d.comb += [self.running.eq(running), self.error.eq(error)]
 
-        dport = imem.read_port(domain="comb")
-        m.d.comb += dport.addr.eq(pc)
-        ins = dport.data
-        opcode = ins[:4]
+        # Every read of the instruction memory and the queues' FIFOs is synchronous (block RAM on an FPGA; an
+        # asynchronous read of 1024 × 256 bits is a quarter of a million flip-flops): each is addressed with the
+        # next cycle's address, so its registered data is this cycle's word. The memories are written only while
+        # not running (imem) or in the cycle read (a FIFO's push to its head: the read is transparent to it).
+        pc_next = Signal.like(pc)
         dispatching = running & ~fin_seen & (pc < N)
+        m.d.comb += pc_next.eq(Mux(self.run, 0, Mux(dispatching, pc + 1, pc)))
+        m.d.sync += pc.eq(pc_next)
+        dport = imem.read_port(transparent_for=(iw,))
+        m.d.comb += dport.addr.eq(pc_next)
+        ins = dport.data                                    # imem[pc]
+        opcode = ins[:4]
         push_q = [Signal(name=f"dispatch_{q}") for q in QUEUES]
         with m.If(dispatching):
-            m.d.sync += pc.eq(pc + 1)
             with m.Switch(opcode):
                 with m.Case(OPCODES["NOP"]):
                     pass
@@ -181,21 +197,23 @@ class Accelerator(wiring.Component):
         # -- the queues ---------------------------------------------------------------------------------------------
         fifo_empty, idle = [], []
         for qname, qi in QUEUES.items():
-            fifo = memory.Memory(shape=range(N), depth=N, init=[])
+            # the queue's FIFO holds the dispatched instruction words themselves (an index FIFO would need a
+            # second, dependent read of the instruction memory in the same cycle)
+            fifo = memory.Memory(shape=unsigned(WORD_BITS), depth=N, init=[])
             m.submodules[f"fifo_{qname}"] = fifo
-            fw, fr = fifo.write_port(), fifo.read_port(domain="comb")
+            fw = fifo.write_port()
+            fr = fifo.read_port(transparent_for=(fw,))
             wptr, rptr = Signal(range(N + 1), name=f"{qname}_wptr"), Signal(range(N + 1), name=f"{qname}_rptr")
+            rptr_next = Signal.like(rptr, name=f"{qname}_rptr_next")
             with m.If(self.run):
-                m.d.sync += [wptr.eq(0), rptr.eq(0)]
-            m.d.comb += [fw.addr.eq(wptr), fw.data.eq(pc), fw.en.eq(push_q[qi]), fr.addr.eq(rptr)]
+                m.d.sync += wptr.eq(0)
+            m.d.sync += rptr.eq(rptr_next)
+            m.d.comb += [fw.addr.eq(wptr), fw.data.eq(ins), fw.en.eq(push_q[qi]), fr.addr.eq(rptr_next)]
             with m.If(push_q[qi]):
                 m.d.sync += wptr.eq(wptr + 1)
             empty = rptr == wptr
             head_valid = ~empty | push_q[qi]
-            head = Mux(empty, pc, fr.data)
-            port = imem.read_port(domain="comb")
-            m.d.comb += port.addr.eq(head)
-            hi = port.data
+            hi = Mux(empty, ins, fr.data)                   # the head instruction: fifo[rptr], or imem[pc]
             hop = hi[:4]
             flags = {f: hi[bit] for f, bit in FLAG_BITS.items()}
 
@@ -224,8 +242,8 @@ class Accelerator(wiring.Component):
                     m.d.comb += tokens_ok.eq(0)
             start = Signal(name=f"{qname}_start")
             m.d.comb += start.eq(running & head_valid & free & tokens_ok)
+            m.d.comb += rptr_next.eq(Mux(self.run, 0, rptr + start))
             with m.If(start):
-                m.d.sync += rptr.eq(rptr + 1)
                 for f in ("pop_prev", "pop_next"):
                     t = route(qname, f)
                     if t is not None:
@@ -309,6 +327,14 @@ class Accelerator(wiring.Component):
         with m.If(finishing):
             m.d.sync += [running.eq(0), self.finished.eq(1), self.cycles.eq(cycle)]
         with m.If(self.run):
-            m.d.sync += [running.eq(1), pc.eq(0), cycle.eq(0), fin_seen.eq(0), error.eq(0), self.finished.eq(0)]
+            m.d.sync += [running.eq(1), cycle.eq(0), fin_seen.eq(0), error.eq(0), self.finished.eq(0)]
             m.d.sync += [t.eq(0) for t in tokens]
         return m
+
+
+def ram_phases(plan: AccelPlan) -> int:
+    """:attr:`Accelerator.ram_phases` of ``plan``'s accelerator, without elaborating it (for reports and benches)."""
+    top = Accelerator(plan, ram_form="pumped")
+    for e in (top, *top.buffer_memories):       # never elaborated, on purpose: no "unused elaboratable" warning
+        e._MustUse__silence = True
+    return top.ram_phases
