@@ -120,7 +120,8 @@ def test_block_ram_buffers_run_the_same_programs():
     for i, ((program, mem), got) in enumerate(zip(runs, batch.runs)):
         want = _reference(program, design, mem)
         assert got.finished, f"program {i} did not finish"
-        assert not _same_memories(want.memories, got.memories), f"program {i}: {_same_memories(want.memories, got.memories)}"
+        diff = _same_memories(want.memories, got.memories)
+        assert not diff, f"program {i}: {diff}"
         assert got.cycles == want.cycles, f"program {i}: RTL {got.cycles} cycles, simulator {want.cycles}"
 
 

@@ -109,9 +109,8 @@ def pumped_ram_module(shape: RamShape, fault: str | None = None) -> str:
     pb = max(1, (k - 1).bit_length())
     read_at = k - 1 if fault == "read_after_writes" else 0
     order = list(range(shape.writers))[::-1] if fault == "writers_reversed" else list(range(shape.writers))
-    lines = [f"module {shape.pumped_name} (", ",\n".join(f"  {p}" for p in
-                                                           ["input wire clk", "input wire clk_mem", *_port_list(shape)]),
-             ");",
+    ports = ["input wire clk", "input wire clk_mem", *_port_list(shape)]
+    lines = [f"module {shape.pumped_name} (", ",\n".join(f"  {p}" for p in ports), ");",
              "  // which memory cycle of the system cycle this is: `first` is the memory edge after a system edge",
              "  reg tog = 1'b0, tog_q = 1'b0;",
              f"  reg [{pb - 1}:0] ph = {pb}'d0;",
