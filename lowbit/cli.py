@@ -453,7 +453,7 @@ class _ticker:
     step's own ``progress(text)`` messages replace the label."""
 
     def __init__(self, label: str):
-        self.label, self.t0, self._stop = label, time.perf_counter(), None
+        self.label, self.t0, self._stop, self._minute = label, time.perf_counter(), None, 0
 
     def __call__(self, text: str) -> None:
         self.label = text
@@ -463,7 +463,8 @@ class _ticker:
         s = int(time.perf_counter() - self.t0)
         if sys.stderr.isatty():
             print(f"\r      {self.label} … {s // 60}:{s % 60:02d}", end="", file=sys.stderr, flush=True)
-        elif force or s % 60 == 0:
+        elif force or s // 60 > self._minute:      # a line a minute: the loop's ticks drift past exact seconds
+            self._minute = s // 60
             print(f"      {self.label} … {s // 60}:{s % 60:02d}", file=sys.stderr, flush=True)
 
     def __enter__(self):
