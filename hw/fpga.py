@@ -219,11 +219,14 @@ def design_resources(design: Accelerator, family: str, *, synthesize_accelerator
     if not synthesize_accelerator:
         out["synthesis_problem"] = "not asked for (estimate only)"
         return out
+    from .accel.plan import AccelError
     from .synth import ToolError
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
     try:
         syn = accelerator_resources(design, family, timeout=timeout, progress=progress,
                                     **{k: v for k, v in synth_options.items() if k in ("cache_dir", "use_cache")})
-    except (ToolError, ValueError) as exc:     # ValueError: hw.accel.plan refuses to build the design
+    except (ToolError, AccelError) as exc:     # AccelError: hw.accel.plan refuses to build the design
         out["synthesis_problem"] = str(exc).splitlines()[0]
         return out
     out["synthesized"] = syn

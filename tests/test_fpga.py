@@ -60,6 +60,18 @@ def test_estimate_is_the_synthesised_engines_times_their_count(tmp_path):
         design_resources(design, "gowin")
 
 
+def test_bad_timeout_is_refused_not_reported(tmp_path):
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds or None, not -1"):
+        design_resources(Accelerator.from_dict(TINY), "ecp5", timeout=-1, cache_dir=tmp_path)
+
+
+def test_a_design_the_generator_refuses_keeps_its_estimate(tmp_path):
+    d = {**TINY, "buffers": {**TINY["buffers"], "kv": {"size_kib": 1, "word_bits": 12}}}
+    res = design_resources(Accelerator.from_dict(d), "ice40", cache_dir=tmp_path)
+    assert res["synthesized"] is None and "buffers.kv.word_bits = 12" in res["synthesis_problem"]
+    assert res["estimate"]["total"]["brams"] > 0
+
+
 def test_resource_error_by_hand():
     err = resource_error({"luts": 50, "ffs": 300, "carries": 0, "dsps": 2, "brams": None},
                          {"luts": 200, "ffs": 100, "carries": 0, "dsps": 0, "brams": 8})
