@@ -50,9 +50,9 @@ from fsio import file_lock, write_json_atomic, write_text_atomic
 from .params import UnitParams
 
 __all__ = [
-    "FAMILIES", "INSTALL_HINT", "synthesize_verilog", "TABLE_COLUMNS", "SynthResult", "ToolError", "ToolMissing", "cache_key",
+    "FAMILIES", "INSTALL_HINT", "TABLE_COLUMNS", "SynthResult", "ToolError", "ToolMissing", "cache_key",
     "check_family", "count_resources", "default_cache_dir", "parse_nextpnr_log", "parse_stat_json",
-    "parse_transistors", "results_table", "synthesize", "write_csv",
+    "parse_transistors", "results_table", "synthesize", "synthesize_verilog", "write_csv",
 ]
 
 FAMILIES = ("ice40", "ecp5", "xilinx")
@@ -607,7 +607,8 @@ def synthesize_verilog(text: str, top: str, family: str, *, what: str | None = N
     ``luts``, ``ffs``, ``carries``, ``brams``, ``dsps`` (:func:`count_resources`), ``cells`` (by type),
     ``seconds``, ``cached``, ``yosys`` and ``synth_note``. ``classic_abc`` maps ECP5 LUTs with classic
     ``abc -lut 4`` from the start, for netlists on which Yosys 0.70's abc9 is known to assert (it would be tried
-    first, and the fallback taken after minutes); iCE40 LUTs likewise, where abc9 is too slow on them. Raises as :func:`synthesize` does."""
+    first, and the fallback taken after minutes); iCE40 LUTs likewise, where abc9 is too slow on them. Raises as
+    :func:`synthesize` does."""
     check_family(family)
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
