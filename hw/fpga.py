@@ -57,7 +57,11 @@ BLOCK_RAMS = {
 
 @dataclass(frozen=True)
 class Part:
-    """The part of a family lowbit's boards use, with the resources a design is checked against."""
+    """The part of a family lowbit's boards use, with the resources a design is checked against.
+
+    ``spram`` counts single-port RAM blocks (iCE40 UltraPlus SB_SPRAM256KA; none on ECP5), ``spram_bits`` and
+    ``bram_bits`` are the bits of one such block and of one block RAM (parity bits included);
+    ``memory_source`` says where the memory figures come from."""
 
     name: str
     luts: int
@@ -65,20 +69,33 @@ class Part:
     brams: int
     dsps: int
     source: str
+    spram: int = 0
+    spram_bits: int = 0
+    bram_bits: int = 0
+    memory_source: str = ""
 
     def overflows(self, used: dict) -> list[str]:
-        """What of ``used`` (:data:`RESOURCES` counts) exceeds this part, each as ``"brams 412 > 208"``."""
-        return [f"{k} {used[k]:,} > {getattr(self, k):,}" for k in ("luts", "ffs", "brams", "dsps")
+        """What of ``used`` (:data:`RESOURCES` counts, plus ``spram``) exceeds this part, each as
+        ``"brams 412 > 208"``."""
+        return [f"{k} {used[k]:,} > {getattr(self, k):,}" for k in ("luts", "ffs", "brams", "dsps", "spram")
                 if used.get(k) is not None and used[k] > getattr(self, k)]
 
 
 PARTS = {
-    # iCEBreaker's part: 5,280 LUT4 (each with a flip-flop), 30 EBR of 4 Kbit, 8 SB_MAC16 (iCE40 UltraPlus
-    # family data sheet FPGA-DS-02008); its 4 SPRAM of 256 Kbit are not inferred by synth_ice40 and not counted
-    "ice40": Part("iCE40 UP5K", 5280, 5280, 30, 8, "Lattice FPGA-DS-02008, iCE40 UltraPlus family data sheet"),
-    # ULX3S-85F's part: 83,640 LUT4 and as many flip-flops, 208 DP16KD (18 Kbit), 156 18 × 18 multipliers
+    # iCEBreaker's part: 5,280 LUT4 (each with a flip-flop), 30 EBR of 4 Kbit, 8 SB_MAC16 and 4 SPRAM of 256 Kbit
+    # (16K × 16 each) (iCE40 UltraPlus family data sheet FPGA-DS-02008; SPRAM: Lattice TN1314). synth_ice40 does
+    # not infer SPRAM: a design has it only by instantiating SB_SPRAM256KA (counted by hw.board.build, not by
+    # hw.synth.count_resources)
+    "ice40": Part("iCE40 UP5K", 5280, 5280, 30, 8, "Lattice FPGA-DS-02008, iCE40 UltraPlus family data sheet",
+                  spram=4, spram_bits=256 * 1024, bram_bits=4096,
+                  memory_source="Lattice FPGA-DS-02008 (4 SPRAM × 256 Kbit, 30 EBR × 4 Kbit); SPRAM: "
+                                "TN1314 iCE40 SPRAM Usage Guide (16K × 16 each); EBR: TN1250 iCE40 sysMEM"),
+    # ULX3S-85F's part: 83,640 LUT4 and as many flip-flops, 208 DP16KD (18 Kbit), 156 18 × 18 multipliers, no SPRAM
     # (ECP5 family data sheet FPGA-DS-02012)
-    "ecp5": Part("ECP5 LFE5U-85F", 83640, 83640, 208, 156, "Lattice FPGA-DS-02012, ECP5 family data sheet"),
+    "ecp5": Part("ECP5 LFE5U-85F", 83640, 83640, 208, 156, "Lattice FPGA-DS-02012, ECP5 family data sheet",
+                 spram=0, spram_bits=0, bram_bits=18432,
+                 memory_source="Lattice FPGA-DS-02012 (208 sysMEM EBR × 18 Kbit, no SPRAM); EBR: FPGA-TN-02204 "
+                               "ECP5 sysMEM"),
 }
 
 

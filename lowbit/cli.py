@@ -14,7 +14,7 @@ from pathlib import Path
 from models.schemes import SCHEMES
 from rtl_tests.simulators import DEFAULT_SIMULATOR, SIMULATORS, SimulatorMissing, check_simulator
 
-from . import synth_cli
+from . import board_cli, synth_cli
 from .unit_args import add_unit_arguments
 
 __all__ = ["main", "run"]
@@ -710,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_verilog)
 
     synth_cli.register(sub)
+    board_cli.register(sub)
 
     ver = sub.add_parser("verify", help="check the generated RTL against the simulator")
     vsub = ver.add_subparsers(dest="what", required=True)

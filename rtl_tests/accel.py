@@ -22,7 +22,7 @@ from isa.validate import validate
 from sim.machine import machine_shape
 from sim.memory import Memories
 
-from .simulators import DEFAULT_SIMULATOR, build_model, check_simulator, run_test
+from .simulators import DEFAULT_SIMULATOR, build_model, check_simulator, run_job
 
 __all__ = ["AccelRun", "AccelBatch", "VerifyRow", "run_programs", "verify", "design_for", "runnable_programs",
            "bench_verilog", "BENCH_MODULE", "TOP", "BLOCKS", "BLOCK_DESIGNS", "VARIANTS", "DEFAULT_SHAPES", "Shape",
@@ -100,8 +100,7 @@ def run_programs(design, runs: list[tuple[Program, Memories]], *, stall: bool | 
     dram_bytes = dram_bytes or max(1 << 16, 1 << max(0, need - 1).bit_length())
     from hw.accel.top import ram_phases
 
-    from .accel_bench import dram_line_bytes
-    dline = dram_line_bytes(plan)
+    dline = plan.dram_line_bytes
     dlines = -(-dram_bytes // dline)
 
     own_dir = work_dir is None
@@ -126,18 +125,7 @@ def run_programs(design, runs: list[tuple[Program, Memories]], *, stall: bool | 
             stim[f"run{r}_dead"] = np.int64(dead_dram)
             expected = sim_run(program, design).cycles
             stim[f"run{r}_max_cycles"] = np.int64(expected * (8 if stalls[r] else 2) + 1000)
-        stim_path, result_path = run_dir / "stimulus.npz", run_dir / "result.npz"
-        np.savez(stim_path, **stim)
-        if result_path.exists():
-            result_path.unlink()
-        env = {"LOWBIT_STIMULUS": str(stim_path), "LOWBIT_RESULT": str(result_path),
-               "COCOTB_REWRITE_ASSERTION_FILES": "cocotb_*.py", "PYTHONWARNINGS": "error::DeprecationWarning"}
-        n_tests, n_failed = run_test(model, BENCH_MODULE, test_dir=run_dir, extra_env=env)
-        if n_tests != 1 or n_failed or not result_path.exists():
-            log_path = run_dir / "sim.log"
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:]) if log_path.exists() \
-                else "(no log)"
-            raise AssertionError(f"the accelerator bench ({simulator}) failed; end of {log_path}:\n{tail}")
+        result_path = run_job(model, BENCH_MODULE, run_dir, stim, what="the accelerator bench")
         data = np.load(result_path)
         out = []
         for r, (program, mem) in enumerate(runs):

@@ -1,33 +1,21 @@
 """The accelerator's simulation top: the generated :class:`hw.accel.top.Accelerator` and, around it, the bench's
 DRAM model — serving exactly the description's latency, or stalling at random.
 
-The DRAM model answers the accelerator's DRAM port (:mod:`hw.accel.mover`): a read request accepted in cycle
-``t`` returns its bytes in cycle ``t + latency`` (the same cycle for latency 0); a write request accepted in cycle
-``t`` is written then and acknowledged in cycle ``t + latency``. The port's bandwidth is the accelerator's side
-of the contract: its movers pace every row at the description's rate (``hw.accel.plan.Pacing``); the model takes
-one request a cycle of at most ``dram_lanes`` bytes. With ``dead`` high it takes none (a board without DRAM).
-With ``stall`` high, a 16-bit LFSR (seeded by ``seed`` at
-``run``) refuses read and write requests on random cycles (about one in four each) — more cycles, never other
-data. The host loads and reads DRAM a line at a time through ``dram_*`` ports.
+The DRAM model is :class:`hw.accel.dram.LocalDram` (the boards' on-chip DRAM too): the description's latency,
+one request a cycle. With ``dead`` high it takes none (a board without DRAM). With ``stall`` high, a 16-bit LFSR
+(seeded by ``seed`` at ``run``) refuses read and write requests on random cycles (about one in four each) — more
+cycles, never other data. The host loads and reads DRAM a line at a time through ``dram_*`` ports.
 """
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In, Out, connect
 
-from hw.accel.memory import LineMemory
+from hw.accel.dram import LocalDram
 from hw.accel.plan import AccelPlan
 from hw.accel.top import WORD_BITS, Accelerator
 
-__all__ = ["AccelBench", "dram_line_bytes"]
-
-
-def dram_line_bytes(plan: AccelPlan) -> int:
-    """Line width of the DRAM model: a power of two at least the port's lanes (and 4)."""
-    n = 4
-    while n < plan.dram_lanes:
-        n *= 2
-    return n
+__all__ = ["AccelBench"]
 
 
 class AccelBench(wiring.Component):
@@ -35,11 +23,9 @@ class AccelBench(wiring.Component):
 
     def __init__(self, plan: AccelPlan, dram_bytes: int, *, faults=(), ram_form: str = "behavioral"):
         self.plan = plan
-        self.dram_line_bytes = dram_line_bytes(plan)
-        self.dram_lines = -(-dram_bytes // self.dram_line_bytes)
         self.acc = Accelerator(plan, faults=faults, ram_form=ram_form)
-        self._dram = LineMemory(self.dram_lines * self.dram_line_bytes, self.dram_line_bytes, plan.dram_lanes,
-                                writers=1, readers=1, read_domain="comb")
+        self._dram = LocalDram(plan, dram_bytes)
+        self.dram_line_bytes, self.dram_lines = self._dram.line_bytes, self._dram.lines
         N = plan.imem_depth
         super().__init__({
             "run": In(1), "running": Out(1), "finished": Out(1), "cycles": Out(32), "error": Out(1),
@@ -58,7 +44,6 @@ class AccelBench(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.acc = acc = self.acc
-        lat = self.plan.design.dram.latency_cycles
         for name in ("run", "imem_we", "imem_addr", "imem_data", "host_buf", "host_en", "host_we", "host_line",
                      "host_wdata"):
             m.d.comb += getattr(acc, name).eq(getattr(self, name))
@@ -70,6 +55,10 @@ class AccelBench(wiring.Component):
         m.d.comb += [dram.host_en.eq(self.dram_en & ~acc.running), dram.host_we.eq(self.dram_we),
                      dram.host_line.eq(self.dram_line), dram.host_wdata.eq(self.dram_wdata),
                      self.dram_rdata.eq(dram.host_rdata)]
+        connect(m, acc.dram_rreq, dram.rreq)
+        connect(m, acc.dram_rdata, dram.rdata)
+        connect(m, acc.dram_wreq, dram.wreq)
+        connect(m, acc.dram_wack, dram.wack)
 
         # random refusals
         lfsr = Signal(16, init=1)
@@ -78,32 +67,6 @@ class AccelBench(wiring.Component):
         with m.Else():
             m.d.sync += lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0xB400, lfsr >> 1))
         # `dead`: a DRAM that never takes a request (what a board without DRAM is to a program that needs none)
-        stall_r = (self.stall & lfsr[0] & lfsr[1]) | self.dead
-        stall_w = (self.stall & lfsr[2] & lfsr[3]) | self.dead
-
-        # reads: accept, read now, answer `lat` cycles later
-        rq, rd = acc.dram_rreq, acc.dram_rdata
-        m.d.comb += rq.ready.eq(~stall_r)
-        take = rq.valid & rq.ready
-        m.d.comb += [dram.r0.addr.eq(rq.payload.addr)]
-        stage = (take, dram.r0.data, rq.payload.count)
-        for i in range(lat):
-            v, d, c = Signal(name=f"rd_v{i}"), Signal.like(dram.r0.data, name=f"rd_d{i}"), \
-                Signal.like(rq.payload.count, name=f"rd_c{i}")
-            m.d.sync += [v.eq(stage[0]), d.eq(stage[1]), c.eq(stage[2])]
-            stage = (v, d, c)
-        m.d.comb += [rd.valid.eq(stage[0]), rd.payload.data.eq(stage[1]), rd.payload.count.eq(stage[2])]
-
-        # writes: accept and write now, acknowledge `lat` cycles later
-        wq, wa = acc.dram_wreq, acc.dram_wack
-        m.d.comb += wq.ready.eq(~stall_w)
-        put = wq.valid & wq.ready
-        m.d.comb += [dram.w0.en.eq(put), dram.w0.addr.eq(wq.payload.addr), dram.w0.count.eq(wq.payload.count),
-                     dram.w0.data.eq(wq.payload.data)]
-        ack = (put, wq.payload.count)
-        for i in range(lat):
-            v, c = Signal(name=f"wa_v{i}"), Signal.like(wq.payload.count, name=f"wa_c{i}")
-            m.d.sync += [v.eq(ack[0]), c.eq(ack[1])]
-            ack = (v, c)
-        m.d.comb += [wa.valid.eq(ack[0]), wa.payload.count.eq(ack[1])]
+        m.d.comb += [dram.refuse_r.eq((self.stall & lfsr[0] & lfsr[1]) | self.dead),
+                     dram.refuse_w.eq((self.stall & lfsr[2] & lfsr[3]) | self.dead)]
         return m

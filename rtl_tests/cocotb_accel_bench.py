@@ -9,10 +9,10 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge
 
 from fsio import write_npz_atomic
+from rtl_tests.cocotb_clocks import start_clocks
 
 
 def _ints(lines: np.ndarray) -> list[int]:
@@ -47,13 +47,7 @@ async def _read_lines(dut, edge, en, we, addr, rdata, n: int, width: int, extra=
 @cocotb.test()
 async def programs(dut):
     stim = np.load(os.environ["LOWBIT_STIMULUS"])
-    phases = int(stim["mem_phases"])
-    if phases:      # pumped buffers: a memory clock at `phases` × the system clock, rising edges aligned
-        Clock(dut.clk, 2 * phases, unit="ns").start()
-        Clock(dut.mem_clk, 2, unit="ns").start()
-        dut.mem_rst.value = 0
-    else:
-        Clock(dut.clk, 10, unit="ns").start()
+    start_clocks(dut, int(stim["mem_phases"]))
     edge = RisingEdge(dut.clk)
     for s in (dut.run, dut.imem_we, dut.host_en, dut.host_we, dut.dram_en, dut.dram_we, dut.stall, dut.dead):
         s.value = 0

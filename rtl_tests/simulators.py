@@ -36,7 +36,8 @@ from functools import cache
 from pathlib import Path
 
 __all__ = ["SIMULATORS", "DEFAULT_SIMULATOR", "SimulatorMissing", "BuiltModel", "check_simulator", "build_model",
-           "verilator_root", "verilator_env", "cache_root", "top_ports", "VERILATOR_ARGS", "VERILATOR_MAKE_FLAGS"]
+           "verilator_root", "verilator_env", "cache_root", "top_ports", "VERILATOR_ARGS", "VERILATOR_MAKE_FLAGS",
+           "run_job"]
 
 #: Simulators a cocotb bench can run on, the default first.
 SIMULATORS = ("verilator", "icarus")
@@ -307,3 +308,25 @@ if __name__ == "__main__":      # pragma: no cover - `python -m rtl_tests.simula
     built = build_model(sys.argv[3] if len(sys.argv) > 3 else DEFAULT_SIMULATOR, Path(sys.argv[1]), sys.argv[2],
                         log=print)
     print(built)
+
+
+def run_job(model: BuiltModel, test_module: str, run_dir: Path, stimulus: dict, *, what: str) -> Path:
+    """Run the one-test cocotb bench ``test_module`` on ``model`` with ``stimulus`` (arrays, saved as
+    ``stimulus.npz`` in ``run_dir``; the bench finds it through ``LOWBIT_STIMULUS`` and writes ``LOWBIT_RESULT``);
+    the result file's path. A bench that fails or writes no result raises ``AssertionError`` with the end of its
+    log (``what`` names the bench in the message)."""
+    import numpy as np
+
+    run_dir = Path(run_dir)
+    stim_path, result_path = run_dir / "stimulus.npz", run_dir / "result.npz"
+    np.savez(stim_path, **stimulus)
+    result_path.unlink(missing_ok=True)
+    env = {"LOWBIT_STIMULUS": str(stim_path), "LOWBIT_RESULT": str(result_path),
+           "COCOTB_REWRITE_ASSERTION_FILES": "cocotb_*.py", "PYTHONWARNINGS": "error::DeprecationWarning"}
+    n_tests, n_failed = run_test(model, test_module, test_dir=run_dir, extra_env=env)
+    if n_tests != 1 or n_failed or not result_path.exists():
+        log_path = run_dir / "sim.log"
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:]) if log_path.exists() \
+            else "(no log)"
+        raise AssertionError(f"{what} ({model.simulator}) failed; end of {log_path}:\n{tail}")
+    return result_path

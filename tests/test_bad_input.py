@@ -361,3 +361,53 @@ def test_a_reader_that_goes_away_ends_the_run_quietly():
     stderr = proc.stderr.read()
     proc.stderr.close()
     assert proc.wait(timeout=120) == 1 and stderr == b"", stderr        # no BrokenPipeError traceback
+
+
+# -- boards (lowbit board) ----------------------------------------------------------------------------------------
+
+def test_unknown_board(capsys, tmp_path):
+    _refused(["board", "build", "de10-nano", "-o", tmp_path / "b"], capsys, "unknown board 'de10-nano'",
+             "icebreaker, ulx3s-85f")
+
+
+def test_a_model_that_does_not_fit_the_board(capsys, tmp_path):
+    _refused(["board", "build", "ulx3s-85f", "--model", "bert-tiny", "--scheme", "int8", "-o", tmp_path / "b"],
+             capsys, "--model bert-tiny --scheme int8", "397,824 bytes", "131,072")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_design_whose_buffers_cannot_fit_is_refused_at_once(capsys, tmp_path):
+    # fp16's 4.5 MiB of buffers, one DP16KD per 2 KiB and read port by the packing rule: refused before elaboration
+    t = time.perf_counter()
+    _refused(["board", "build", "ulx3s-85f", "--design", "fp16", "-o", tmp_path / "b"], capsys,
+             "board design ulx3s-85f+fp16", "5,632 DP16KD", "has 208")
+    assert time.perf_counter() - t < 30
+
+
+def test_a_port_that_does_not_exist(capsys):
+    _refused(["board", "run", "--port", "/dev/no-such-tty", "--board", "ulx3s-85f", "--block", "bibert:8x64x24"],
+             capsys, "--port /dev/no-such-tty")
+
+
+def test_a_port_nobody_answers(capsys):
+    master, slave = os.openpty()
+    try:
+        _refused(["board", "run", "--port", os.ttyname(slave), "--board", "ulx3s-85f", "--block", "bibert:8x64x24",
+                  "--timeout", "0.5"], capsys, f"--port {os.ttyname(slave)}", "no board answered")
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def test_a_block_the_board_cannot_hold(capsys):
+    _refused(["board", "run", "--port", "/dev/null", "--board", "ulx3s-85f", "--block", "bitnet-ffn:16x512x2048"],
+             capsys, "bitnet-ffn:16x512x2048", "ulx3s-85f")
+
+
+@pytest.mark.slow
+def test_the_icebreaker_design_is_refused_before_place_and_route(capsys, tmp_path):
+    """The smallest accelerator does not fit the UP5K: refused after synthesis, naming the resources and the
+    part's numbers, with no bitstream and no nextpnr log left behind."""
+    line = _refused(["board", "build", "icebreaker", "-o", tmp_path / "b"], capsys, "board design icebreaker",
+                    "luts", "> 5,280", "place and route not run")
+    assert not (tmp_path / "b" / "top.bin").exists() and not (tmp_path / "b" / "pnr.log").exists(), line

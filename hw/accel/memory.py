@@ -48,7 +48,7 @@ class LineMemory(wiring.Component):
     :func:`hw.accel.ram.pumped_ram_module`, clocked by the ``mem`` domain (``phases`` × the system clock)."""
 
     def __init__(self, size_bytes: int, line_bytes: int, lanes: int, *, writers: int, readers: int,
-                 read_domain: str = "sync", ram_form: str = "behavioral"):
+                 read_domain: str = "sync", ram_form: str = "behavioral", host_shared: bool = False):
         if ram_form not in RAM_FORMS:
             raise ValueError(f"ram_form {ram_form!r}: use one of {', '.join(RAM_FORMS)}")
         if ram_form != "behavioral" and read_domain != "sync":
@@ -66,8 +66,13 @@ class LineMemory(wiring.Component):
         members.update({"host_en": In(1), "host_we": In(1), "host_line": In(self.line_addr_bits),
                         "host_wdata": In(8 * line_bytes), "host_rdata": Out(8 * line_bytes)})
         self.writers, self.readers = writers, readers
+        #: the host port takes writer 0's and reader 0's RAM ports while ``host_en`` is high (the owner keeps it
+        #: low whenever those are in use) instead of RAM ports of its own: one replica and one memory cycle fewer
+        self.host_shared = bool(host_shared)
+        extra = 0 if self.host_shared else 1
         #: the RAM module the even and the odd lines are kept in (``"sync"``: see :mod:`hw.accel.ram`)
-        self.ram = RamShape(8 * line_bytes, self.half, writers + 1, readers + 1) if read_domain == "sync" else None
+        self.ram = RamShape(8 * line_bytes, self.half, writers + extra, readers + extra) \
+            if read_domain == "sync" else None
         # a line wider than SLICE_BYTES is kept in several RAMs side by side (same addresses, a slice of the bytes
         # each): Amaranth bounds an instance's outputs at 65,536 bits, and a 4 KiB line read on four ports is more
         self.slices = [] if self.ram is None else [
@@ -110,10 +115,10 @@ class LineMemory(wiring.Component):
             for parity in (0, 1):
                 mem = memory.Memory(shape=unsigned(8 * L), depth=self.half, init=[])
                 m.submodules[("even", "odd")[parity]] = mem
-                for _ in range(self.writers + 1):
+                for _ in range(self.writers + (not self.host_shared)):
                     wp = mem.write_port(granularity=8)
                     wports[parity].append((wp.en, wp.addr, wp.data))
-                for _ in range(self.readers + 1):
+                for _ in range(self.readers + (not self.host_shared)):
                     rp = mem.read_port(domain="comb")
                     rports[parity].append((None, rp.addr, rp.data))
         else:
@@ -138,6 +143,7 @@ class LineMemory(wiring.Component):
                     module = shape.pumped_name if self.ram_form == "pumped" else shape.name
                     m.submodules[f"{('even', 'odd')[parity]}{n}"] = Instance(module, **conns)
 
+        shared_w, shared_r = {}, {}
         for i in range(self.writers):
             w = getattr(self, f"w{i}")
             off = Signal(range(L), name=f"w{i}_off")
@@ -155,6 +161,11 @@ class LineMemory(wiring.Component):
             odd_first = line[0]
             for parity in (0, 1):
                 en, addr, dat = wports[parity][i]
+                if self.host_shared and i == 0:         # writer 0's values, muxed with the host's below
+                    en, addr, dat = (Signal(L, name=f"m{parity}_w0_run_en"),
+                                     Signal.like(addr, name=f"m{parity}_w0_run_addr"),
+                                     Signal.like(dat, name=f"m{parity}_w0_run_data"))
+                    shared_w[parity] = (en, addr, dat)
                 mine_lo = odd_first if parity else ~odd_first     # the first line is this memory's
                 m.d.comb += [
                     addr.eq(Mux(mine_lo, line >> 1, (line + 1) >> 1)),
@@ -170,6 +181,11 @@ class LineMemory(wiring.Component):
             datas = []
             for parity in (0, 1):
                 en, addr, dat = rports[parity][i]
+                if self.host_shared and i == 0:
+                    run_en = Signal(name=f"m{parity}_r0_run_en") if en is not None else None
+                    run_addr = Signal.like(addr, name=f"m{parity}_r0_run_addr")
+                    shared_r[parity] = (run_en, run_addr)
+                    en, addr = run_en, run_addr
                 mine_lo = line[0] if parity else ~line[0]
                 m.d.comb += addr.eq(Mux(mine_lo, line >> 1, (line + 1) >> 1))
                 if en is not None:
@@ -187,18 +203,29 @@ class LineMemory(wiring.Component):
             m.d.comb += r.data.eq(self._shift(m, self._shr, Cat(lo, hi), off_q, f"r{i}_rot"))
 
         # the host's whole-line port (loading, read-back): line l is memory l & 1, entry l >> 1; its ports are the
-        # last of each memory
+        # last of each memory, or (host_shared) writer 0's and reader 0's, taken while host_en is high
         sel = Signal()
         hdata = []
         for parity in (0, 1):
             mine = self.host_line[0] == parity
-            en, addr, dat = wports[parity][self.writers]
-            m.d.comb += [addr.eq(self.host_line >> 1), dat.eq(self.host_wdata),
-                         en.eq(Mux(self.host_en & self.host_we & mine, (1 << L) - 1, 0))]
-            ren, raddr, rdat = rports[parity][self.readers]
-            m.d.comb += raddr.eq(self.host_line >> 1)
-            if ren is not None:
-                m.d.comb += ren.eq(self.host_en & ~self.host_we)
+            h_wen = Mux(self.host_en & self.host_we & mine, (1 << L) - 1, 0)
+            h_ren = self.host_en & ~self.host_we
+            if self.host_shared:
+                (en, addr, dat), (w_en, w_addr, w_dat) = wports[parity][0], shared_w[parity]
+                m.d.comb += [addr.eq(Mux(self.host_en, self.host_line >> 1, w_addr)),
+                             dat.eq(Mux(self.host_en, self.host_wdata, w_dat)),
+                             en.eq(Mux(self.host_en, h_wen, w_en))]
+                (ren, raddr, rdat), (r_en, r_addr) = rports[parity][0], shared_r[parity]
+                m.d.comb += raddr.eq(Mux(self.host_en, self.host_line >> 1, r_addr))
+                if ren is not None:
+                    m.d.comb += ren.eq(Mux(self.host_en, h_ren, r_en))
+            else:
+                en, addr, dat = wports[parity][self.writers]
+                m.d.comb += [addr.eq(self.host_line >> 1), dat.eq(self.host_wdata), en.eq(h_wen)]
+                ren, raddr, rdat = rports[parity][self.readers]
+                m.d.comb += raddr.eq(self.host_line >> 1)
+                if ren is not None:
+                    m.d.comb += ren.eq(h_ren)
             hdata.append(rdat)
         with m.If(self.host_en & ~self.host_we):
             m.d.sync += sel.eq(self.host_line[0])

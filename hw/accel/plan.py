@@ -269,6 +269,15 @@ class AccelPlan:
     def max_line_bytes(self) -> int:
         return max(b.line_bytes for b in self.buffers)
 
+    @property
+    def dram_line_bytes(self) -> int:
+        """Line width of an on-chip DRAM (:class:`hw.accel.dram.LocalDram`, the host link's DRAM space): a power
+        of two at least the DRAM port's lanes (and 4)."""
+        n = 4
+        while n < self.dram_lanes:
+            n *= 2
+        return n
+
     # -- programs ---------------------------------------------------------------------------------------------------
 
     def check_program(self, program: Program) -> None:

@@ -13,13 +13,14 @@ The small memories (instruction memory, index FIFOs, the bench's DRAM model) sta
 A buffer memory has several write ports (the two movers, the result writers, the post unit, the host), and no FPGA
 block RAM has more than one or two. :func:`pumped_ram_module` is the same RAM in the form FPGA tools map to block
 RAM — multi-pumping: a memory clock ``clk_mem`` at :attr:`RamShape.phases` times the system clock, edges aligned;
-one replica per read port, each a simple dual-port RAM (one write, one read port, what ``SB_RAM40_4K`` and
-``DP16KD`` both are); in the first memory cycle of a system cycle every replica reads for its reader, then writer
-``i`` writes every replica in memory cycle ``i + 1``. Reads therefore see the state before the system cycle's
-writes and the writes land in port order, as in :func:`ram_module`, so the two are equal cycle for cycle
-(``rtl_tests/test_pumped_ram.py`` checks it on Icarus, collisions included); no read ever meets a write in the
-same memory cycle, so the block RAM's collision behaviour never matters. The price is the memory clock (the
-system clock is at most the block RAM's Fmax over ``phases``) and one copy of the contents per read port.
+one replica per read port, each a simple dual-port RAM with a write clock and a read clock (what ``SB_RAM40_4K``
+and ``DP16KD`` both are). Every replica is read at the system edge by its reader; the writes of a system cycle
+are registered at its end and land, writer ``i`` in memory cycle ``i + 1``, during the next one. Reads therefore
+see the state before the system cycle's writes and the writes land in port order, as in :func:`ram_module`, so the
+two are equal cycle for cycle (``rtl_tests/test_pumped_ram.py`` checks it on Icarus, collisions included); no read
+ever meets a write on the same edge, so the block RAM's collision behaviour never matters. The price is the memory
+clock (the system clock is at most the block RAM's Fmax over ``phases``), a register per write port, and one copy
+of the contents per read port.
 """
 
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ class RamShape:
 
     @property
     def phases(self) -> int:
-        """Memory cycles per system cycle in the pumped form: one for the reads, one per writer."""
+        """Memory cycles per system cycle in the pumped form: one per writer, and the last one free (its edge is
+        the next system edge, where the reads happen)."""
         return self.writers + 1
 
     @property
@@ -89,28 +91,43 @@ def _port_list(shape: RamShape) -> list[str]:
     return ports
 
 
-#: Bugs :func:`pumped_ram_module` can plant (``fault=``), to show its equivalence check fails on them: reads in
-#: the last memory cycle (after the writes), and writers in reverse order (the first, not the last, wins).
+#: Bugs :func:`pumped_ram_module` can plant (``fault=``), to show its equivalence check fails on them: writes not
+#: deferred to the next system cycle (a read sees its own cycle's writes), and writers in reverse order (the first,
+#: not the last, wins).
 PUMP_FAULTS = ("read_after_writes", "writers_reversed")
 
 
 def pumped_ram_module(shape: RamShape, fault: str | None = None) -> str:
     """The Verilog of ``shape`` in block-RAM form (module :attr:`RamShape.pumped_name`; ports as
-    :func:`ram_module`'s plus ``clk_mem``, a clock at :attr:`RamShape.phases` × ``clk`` with rising edges aligned).
+    :func:`ram_module`'s plus ``clk_mem``, a clock at :attr:`RamShape.phases` × ``clk`` or faster, rising edges
+    aligned).
 
-    The memory domain finds the system cycle's first memory cycle from a toggle of ``clk``: the toggle changes at
-    a system edge and the memory domain sees the change one memory edge later, the first edge at which the
-    system cycle's inputs are visible. Memory edges ``1 … phases`` of a system cycle: edge 1 reads every replica
-    (its reader's address), edge ``i + 2`` writes writer ``i``'s bytes into every replica; ``r*_data`` takes the
-    replica's output at the next system edge when ``r*_en`` was high."""
+    Each replica is a dual-clock simple dual-port RAM: its read port is clocked by ``clk`` (``r*_data`` takes the
+    word at the system edge that ends a cycle in which ``r*_en`` is high), its write port by ``clk_mem``. The write
+    ports' inputs are registered at the system edge, and writer ``i``'s bytes are written into every replica at
+    memory edge ``i + 1`` of the *next* system cycle: so a read at the end of cycle ``t`` sees every write of
+    cycles before ``t`` and none of cycle ``t``, as in :func:`ram_module`, and no write ever shares an edge with a
+    read. The memory domain finds a system cycle's first memory cycle from a toggle of ``clk`` (the toggle changes
+    at a system edge, the memory domain sees it one memory edge later). Timing: a read address has the whole system
+    cycle to settle and a write's slot multiplexer one memory cycle from registers — unlike reading in the first
+    memory cycle, which left the accelerator's address logic one memory cycle (too little on an ECP5 at 9 ×)."""
     if fault is not None and fault not in PUMP_FAULTS:
         raise ValueError(f"unknown fault {fault!r}; known: {', '.join(PUMP_FAULTS)}")
     w, a, nb, k = shape.width, shape.addr_bits, shape.width // 8, shape.phases
     pb = max(1, (k - 1).bit_length())
-    read_at = k - 1 if fault == "read_after_writes" else 0
     order = list(range(shape.writers))[::-1] if fault == "writers_reversed" else list(range(shape.writers))
+    # the planted bug: writes not deferred, so a read at the end of a cycle sees that cycle's writes
+    late = "" if fault == "read_after_writes" else "_q"
     ports = ["input wire clk", "input wire clk_mem", *_port_list(shape)]
     lines = [f"module {shape.pumped_name} (", ",\n".join(f"  {p}" for p in ports), ");",
+             "  // the writes of the system cycle that just ended, written during the next one",
+             *[x for i in range(shape.writers) for x in (
+                 f"  reg [{nb - 1}:0] w{i}_en_q = {nb}'d0;", f"  reg [{a - 1}:0] w{i}_addr_q;",
+                 f"  reg [{w - 1}:0] w{i}_data_q;")],
+             "  always @(posedge clk) begin",
+             *[f"    w{i}_en_q <= w{i}_en; w{i}_addr_q <= w{i}_addr; w{i}_data_q <= w{i}_data;"
+               for i in range(shape.writers)],
+             "  end",
              "  // which memory cycle of the system cycle this is: `first` is the memory edge after a system edge",
              "  reg tog = 1'b0, tog_q = 1'b0;",
              f"  reg [{pb - 1}:0] ph = {pb}'d0;",
@@ -121,24 +138,21 @@ def pumped_ram_module(shape: RamShape, fault: str | None = None) -> str:
              "    tog_q <= tog;",
              "    ph <= cur + 1'b1;",
              "  end",
-             "  // the one write port of every replica: writer i in memory cycle i + 1",
+             "  // the one write port of every replica: writer i at memory edge i + 1",
              f"  reg [{nb - 1}:0] we;", f"  reg [{a - 1}:0] wa;", f"  reg [{w - 1}:0] wd;",
              "  always @* begin",
              f"    we = {nb}'d0;", f"    wa = {a}'d0;", f"    wd = {w}'d0;",
              "    case (cur)"]
     for slot, i in enumerate(order):
-        lines.append(f"      {pb}'d{slot + 1}: begin we = w{i}_en; wa = w{i}_addr; wd = w{i}_data; end")
+        lines.append(f"      {pb}'d{slot}: begin we = w{i}_en{late}; wa = w{i}_addr{late}; wd = w{i}_data{late}; end")
     lines += ["      default: ;", "    endcase", "  end"]
     for r in range(shape.readers):
         lines += [f"  reg [{w - 1}:0] rep{r} [0:{shape.depth - 1}];",
-                  f"  reg [{w - 1}:0] q{r};",
                   f"  integer b{r};",
-                  "  always @(posedge clk_mem) begin",
+                  "  always @(posedge clk_mem)",
                   f"    for (b{r} = 0; b{r} < {nb}; b{r} = b{r} + 1)",
                   f"      if (we[b{r}]) rep{r}[wa][b{r}*8 +: 8] <= wd[b{r}*8 +: 8];",
-                  f"    if (cur == {pb}'d{read_at} && r{r}_en) q{r} <= rep{r}[r{r}_addr];",
-                  "  end",
-                  f"  always @(posedge clk) if (r{r}_en) r{r}_data <= q{r};"]
+                  f"  always @(posedge clk) if (r{r}_en) r{r}_data <= rep{r}[r{r}_addr];"]
     lines += ["endmodule", ""]
     return "\n".join(lines)
 
