@@ -99,7 +99,7 @@ def _check_block_rams(bd) -> None:
 def _build(args) -> int:
     from hw.board.build import BoardFitError, build_board
     from hw.board.pll import plan_clocks
-    from hw.board.top import BoardTop
+    from hw.board.top import BoardTop, board_ram_phases
 
     from .cli import check_output
 
@@ -107,8 +107,9 @@ def _build(args) -> int:
     _check_model(bd, args.model, args.scheme)
     out = check_output(args.output, "-o directory", directory=True)
     _check_block_rams(bd)
+    phases = board_ram_phases(bd)
+    plan_clocks(bd.board, bd.clock_hz, phases)        # a clock no PLL can make: refused before anything is built
     top = BoardTop.of(bd)
-    plan_clocks(bd.board, bd.clock_hz, top.ram_phases)        # a clock no PLL can make: refused before synthesis
     started = time.perf_counter()
 
     def progress(msg: str) -> None:
@@ -120,6 +121,8 @@ def _build(args) -> int:
                              timeout=args.timeout, progress=progress, classic_abc=True)
     except BoardFitError as exc:
         raise ValueError(f"board design {bd.name}: {exc}") from None
+    finally:
+        top.silence()           # refused before elaboration (bad seed, a missing tool): not "never used" either
     from reports.board import write_board_report
 
     report = write_board_report(bd, result, out)

@@ -18,7 +18,7 @@ from .link import LinkEngine
 from .protocol import link_spaces
 from .uart import UartRx, UartTx
 
-__all__ = ["BoardTop", "MODULE"]
+__all__ = ["BoardTop", "MODULE", "board_ram_phases"]
 
 MODULE = "lowbit_board"
 
@@ -73,6 +73,13 @@ class BoardTop(wiring.Component):
     def verilog_modules(self) -> dict[str, str]:
         return {**self.acc.verilog_modules, **self.dram.verilog_modules}
 
+    def silence(self) -> "BoardTop":
+        """Mark this top and its parts as deliberately never elaborated (a top built only to ask it something, or
+        refused before its build): no "created but never used" warning for them."""
+        for e in (self, self.acc, *self.acc.buffer_memories, self.dram, self.dram._mem, self.rx, self.tx, self.link):
+            e._MustUse__silence = True
+        return self
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.acc = acc = self.acc
@@ -99,3 +106,8 @@ class BoardTop(wiring.Component):
         m.d.comb += [self.running.eq(acc.running), self.finished.eq(acc.finished), self.error.eq(acc.error),
                      self.refused.eq(link.refused)]
         return m
+
+
+def board_ram_phases(board_design) -> int:
+    """:attr:`BoardTop.ram_phases` of a board design's top, without elaborating it (to plan its clocks first)."""
+    return BoardTop.of(board_design).silence().ram_phases
