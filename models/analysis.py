@@ -49,8 +49,10 @@ def _tensors(cfg: ModelConfig, pooler: bool) -> list[ParamShape]:
     return parameter_shapes(cfg, pooler=pooler)
 
 
-def size_breakdown(model, scheme, *, convention: str = "full", pooler: bool = True) -> dict:
-    """Bytes by category (see the module docstring) and the parameter counts behind them."""
+def size_breakdown(model, scheme, *, convention: str = "full", pooler: bool = True,
+                   embeddings: bool = True) -> dict:
+    """Bytes by category (see the module docstring) and the parameter counts behind them; ``embeddings=False``
+    leaves the embedding tables out (what stays on the host when a board keeps only the encoder)."""
     cfg = load_config(model)
     sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
     base = sch.name.split(":")[0]
@@ -62,6 +64,8 @@ def size_breakdown(model, scheme, *, convention: str = "full", pooler: bool = Tr
     params = {"quantized": 0, "full_precision": 0}
     opts = sch.options
     for t in _tensors(cfg, pooler):
+        if not embeddings and t.role.startswith("embed"):
+            continue
         quantized_linear = t.role in sch.quantized_roles and len(t.shape) == 2
         quantized_embedding = t.role == "embed.word" and sch.word_embedding is not None
         if quantized_linear or quantized_embedding:

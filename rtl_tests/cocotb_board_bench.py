@@ -67,7 +67,7 @@ def _host(job, port: str, result: dict) -> None:
     import serial
 
     from hw.board.host import run_program
-    from hw.board.protocol import STATUS, Driver, LinkError, Space, crc8, frame
+    from hw.board.protocol import STATUS, Driver, LinkError, Space, frame
 
     spaces = tuple(Space(int(i), str(n), int(w), int(lines), bool(r))
                    for i, n, w, lines, r in zip(job["sp_index"], job["sp_name"], job["sp_width"], job["sp_lines"],
@@ -91,7 +91,7 @@ def _host(job, port: str, result: dict) -> None:
             bad = bytearray(good)
             bad[9] ^= 0x01                              # a payload byte: the checksum no longer matches
             statuses["payload"] = _raw(drv, ser, bytes(bad))
-            statuses["op"] = _raw(drv, ser, _frame_raw(0x7E, dram.index, line, b"", crc8))
+            statuses["op"] = _raw(drv, ser, frame(0x7E, dram.index, line))
             statuses["space"] = _raw(drv, ser, frame("READ", 200, 0))
             statuses["addr"] = _raw(drv, ser, frame("READ", dram.index, dram.lines))
             statuses["len"] = _raw(drv, ser, frame("WRITE", dram.index, line, junk[:-1]))
@@ -122,11 +122,6 @@ async def _exchange(dut, counters: dict, divisor: int, data: bytes) -> list[int]
             bytes(counters["log"][n0 + 3:n0 + 5]), "little"):
         await ClockCycles(dut.clk, divisor)
     return counters["log"][n0:]
-
-
-def _frame_raw(op: int, space: int, addr: int, payload: bytes, crc8) -> bytes:
-    body = bytes([op, space]) + addr.to_bytes(3, "little") + len(payload).to_bytes(2, "little") + payload
-    return bytes([0xA5]) + body + bytes([crc8(body)])
 
 
 def _raw(drv, ser, data: bytes) -> int:

@@ -127,37 +127,22 @@ class WeightFit:
 
 
 def weight_fit(board_name: str, model: str = "bert-tiny", scheme: str = "bitnet-b1.58") -> WeightFit:
-    """The arithmetic of :class:`WeightFit`: every encoder linear's ``out × in`` weights at the scheme's storage
-    bits (``models.analysis``'s rule), its scales at the scheme's float width."""
-    from models.analysis import BILLM_BLOCK, billm_average_bits
+    """The arithmetic of :class:`WeightFit`: ``models.analysis.size_breakdown`` of the encoder alone (no embeddings,
+    no pooler) — every quantized linear's weights at the scheme's storage bits (index bits included), its scales at
+    the scheme's float width."""
+    from models.analysis import size_breakdown
     from models.config import load_config
     from models.schemes import get_scheme
-    from models.shapes import parameter_shapes
 
     cfg = load_config(model)
     sch = get_scheme(scheme)
-    base = sch.name.split(":")[0]
-    weight_bits = scale_bits = 0.0
-    params = 0
-    for t in parameter_shapes(cfg, pooler=False):
-        if t.role.startswith("embed") or len(t.shape) != 2 or t.role not in sch.quantized_roles:
-            continue
-        rows, cols = t.shape
-        params += t.numel
-        if base == "billm":
-            avg = billm_average_bits(float(sch.options.get("salient_ratio", 0.1)))
-            weight_bits += t.numel * (avg["param_bits"] + avg["storing_bits"])
-            scale_bits += rows * -(-cols // BILLM_BLOCK) * 8 * sch.fp_bits
-            continue
-        weight_bits += t.numel * sch.weight_bits
-        n_scales = {"row": rows, "tensor": 1, "qbb": int(sch.options.get("n_bases", 4)) * rows,
-                    "none": 0}[sch.scale_layout]
-        scale_bits += n_scales * sch.fp_bits
+    size = size_breakdown(cfg, sch, pooler=False, embeddings=False)
+    by = size["size_bytes_by_category"]
+    wb, sb = by["quantized_weights"] + by["index_bits"], by["scales"]
     mem = memory_bytes(board_name)
     where = "spram" if mem["spram"] else "bram"
-    wb, sb = int(-(-weight_bits // 8)), int(-(-scale_bits // 8))
-    return WeightFit(board_name, cfg.name if hasattr(cfg, "name") else str(model), sch.name, params, wb, sb,
-                     where, mem[where], wb + sb <= mem[where])
+    return WeightFit(board_name, cfg.name, sch.name, size["params"]["quantized"], wb, sb, where, mem[where],
+                     wb + sb <= mem[where])
 
 
 def fit_table(boards=None, models=("bert-tiny",), schemes=("bibert", "bitnet-b1.58", "ternarybert", "int8")):

@@ -86,11 +86,11 @@ def crc8(data: bytes, crc: int = 0) -> int:
     return crc
 
 
-def frame(op: str, space: int = 0, addr: int = 0, payload: bytes = b"") -> bytes:
-    """A host frame for command ``op`` (a name of :data:`OPS`)."""
+def frame(op: str | int, space: int = 0, addr: int = 0, payload: bytes = b"") -> bytes:
+    """A host frame for command ``op`` (a name of :data:`OPS`, or a raw code: the benches send unknown ones)."""
     if not 0 <= addr < 1 << 24:
         raise ValueError(f"line address {addr} does not fit the frame's 24 bits")
-    body = bytes([OPS[op], space]) + addr.to_bytes(3, "little") + len(payload).to_bytes(2, "little") + payload
+    body = bytes([OPS[op] if isinstance(op, str) else op, space]) + addr.to_bytes(3, "little") + len(payload).to_bytes(2, "little") + payload
     return bytes([SYNC_HOST]) + body + bytes([crc8(body)])
 
 
